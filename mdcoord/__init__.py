@@ -1,0 +1,67 @@
+"""mdcoord: Upbit market data into pandas, split, fetched under the rate limit, aggregated.
+
+>>> import mdcoord
+>>> df = mdcoord.candles("KRW-BTC", "1m", count=1000)
+>>> df.attrs["mdcoord"]["split_count"]
+
+Offline: ``python -m mdcoord demo`` runs the same pipeline against the embedded exchange
+(:mod:`mdcoord.sim`).
+"""
+
+from ._api import acandles, candles, gaps
+from ._config import Options, get_options, set_options
+from ._coordinator import Coordinator
+from ._exceptions import (
+    APIError,
+    BadRequestError,
+    ClosedError,
+    ConnectionFailedError,
+    IncompleteDataError,
+    InvalidRequestError,
+    IPBlockedError,
+    MarketNotFoundError,
+    MdcoordError,
+    NotFoundError,
+    RateLimitError,
+    RequestTimeoutError,
+    ResponseFormatError,
+    ServerError,
+    TransportError,
+)
+from ._request import CoordinatorMetadata, CoordinatorRequest, CoordinatorResponse, DataType, SplitStrategy
+from ._retry import RetryPolicy
+from ._timeframe import Timeframe
+from ._version import __version__
+
+__all__ = [
+    "APIError",
+    "BadRequestError",
+    "ClosedError",
+    "ConnectionFailedError",
+    "Coordinator",
+    "CoordinatorMetadata",
+    "CoordinatorRequest",
+    "CoordinatorResponse",
+    "DataType",
+    "IPBlockedError",
+    "IncompleteDataError",
+    "InvalidRequestError",
+    "MarketNotFoundError",
+    "MdcoordError",
+    "NotFoundError",
+    "Options",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ResponseFormatError",
+    "RetryPolicy",
+    "ServerError",
+    "SplitStrategy",
+    "Timeframe",
+    "TransportError",
+    "__version__",
+    "acandles",
+    "candles",
+    "gaps",
+    "get_options",
+    "set_options",
+]

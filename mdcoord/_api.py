@@ -1,0 +1,100 @@
+"""Layer 4: the one-line functions. Thin over :class:`~mdcoord._coordinator.Coordinator`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from ._coordinator import Coordinator
+from ._frames import gap_table
+from ._request import CoordinatorRequest
+from ._timeframe import Timeframe, to_utc
+
+__all__ = ["acandles", "candles", "gaps"]
+
+
+def _candle_request(
+    markets: str | Iterable[str], timeframe: str | Timeframe, start: Any, end: Any, count: int | None,
+    include_forming: bool,
+) -> CoordinatorRequest:
+    return CoordinatorRequest.create(
+        "candles", markets, timeframe, start=start, end=end, count=count, include_forming=include_forming
+    )
+
+
+def candles(
+    markets: str | Iterable[str],
+    timeframe: str | Timeframe = "1m",
+    *,
+    count: int | None = None,
+    start: Any = None,
+    end: Any = None,
+    include_forming: bool = False,
+    base_url: str | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """OHLCV candles of one or more markets as one clean DataFrame.
+
+    Give ``count`` (the ``count`` most recent closed candles, or the newest before ``end``) or
+    ``start`` with an optional ``end`` (start inclusive, end exclusive; without ``end``: up to
+    now). Times without a zone are UTC, as on the Upbit API. ``timeframe`` is one of ``1s 1m 3m
+    5m 10m 15m 30m 1h 4h 1d 1w 1M 1y``.
+
+    Returns a frame indexed by candle start (tz-aware UTC; ``(market, time)`` for several
+    markets) with float64 ``open, high, low, close, volume, value`` and ``last_trade_at``. Intervals
+    without trades have no candle (as on Upbit); :func:`gaps` lists them. The still-forming
+    candle is excluded unless ``include_forming=True``. Metadata (requests, retries, gaps, ...)
+    is in ``df.attrs["mdcoord"]``. Extra keyword arguments override :func:`set_options`
+    (``concurrency``, ``max_retries``, ``timeout``, ``progress``, ``on_error``...).
+
+    Raises :class:`InvalidRequestError` before any request for bad input,
+    :class:`MarketNotFoundError` for an unknown market, :class:`IncompleteDataError` (with the
+    partial frame) when pieces still fail after retries, :class:`IPBlockedError` on HTTP 418.
+
+    >>> df = mdcoord.candles("KRW-BTC", "1m", count=1000)
+    """
+    request = _candle_request(markets, timeframe, start, end, count, include_forming)
+    return Coordinator(base_url, **options).execute(request).unwrap()
+
+
+async def acandles(
+    markets: str | Iterable[str],
+    timeframe: str | Timeframe = "1m",
+    *,
+    count: int | None = None,
+    start: Any = None,
+    end: Any = None,
+    include_forming: bool = False,
+    base_url: str | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Async twin of :func:`candles` (same arguments, same result, same session and limiter).
+
+    >>> df = await mdcoord.acandles("KRW-BTC", "5m", count=5000)
+    """
+    request = _candle_request(markets, timeframe, start, end, count, include_forming)
+    return (await Coordinator(base_url, **options).aexecute(request)).unwrap()
+
+
+def gaps(df: pd.DataFrame) -> pd.DataFrame:
+    """The missing candles of a frame returned by :func:`candles`, one row per run.
+
+    Columns: ``market, start, end, missing, reason`` where ``end`` is the start of the next
+    present candle and ``reason`` is ``"no_trades"`` (the exchange answered: no candle exists) or
+    ``"not_fetched"`` (the piece failed after retries). Uses ``df.attrs["mdcoord"]``.
+    """
+    meta = df.attrs.get("mdcoord")
+    if not meta or not meta.get("timeframe"):
+        raise ValueError("gaps() needs a frame returned by mdcoord.candles (attrs['mdcoord'] is missing)")
+    tf = Timeframe.parse(meta["timeframe"])
+    flat = df.reset_index()
+    if "market" not in flat.columns:
+        flat["market"] = meta["markets"][0]
+    spans = {m: (to_utc(a, "span"), to_utc(b, "span")) for m, (a, b) in meta.get("spans", {}).items()}
+    failed: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+    for f in meta.get("failures", []):
+        a, b = f["range"].strip("[)").split(", ")
+        failed.setdefault(f["market"], []).append((to_utc(a, "range"), to_utc(b, "range")))
+    return gap_table(flat, tf, spans, failed)

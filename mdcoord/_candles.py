@@ -1,0 +1,219 @@
+"""The candle job: plan → fetch → prove coverage → (follow up) → aggregate, per market.
+
+Every market runs its own small loop; all of them share one :class:`~mdcoord._executor.Executor`
+(one concurrency bound) and one client (one limiter per rate-limit group), so a multi-market
+request is planned and fetched together under one limit.
+
+The still-forming candle: "now" is the exchange's clock (its ``Date`` header). A candle whose
+interval has not ended by then is *forming*; it is excluded unless ``include_forming=True``, in
+which case it is the last row and ``attrs["mdcoord"]["forming_candle"]`` names its time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._client import CallStats, Client
+from ._config import Options
+from ._exceptions import ResponseFormatError
+from ._executor import Executor, Outcome, gather_or_cancel
+from ._frames import candle_rows_to_frame, clean_candles
+from ._progress import Progress
+from ._planner import HISTORY_FLOOR, PAGE_MAX, CandleChunk, Coverage, plan_count_round, plan_range, proven_by
+from ._request import CoordinatorRequest
+from ._timeframe import Timeframe
+
+__all__ = ["CandleJob", "CandleResult"]
+
+_REQUIRED_FIELDS = ("market", "candle_date_time_utc", "opening_price", "trade_price", "timestamp")
+# Safety net on follow-up rounds; each round proves at least one new page, so this is never
+# reached by a well-behaved server.
+_MAX_ROUNDS = 10_000
+
+
+@dataclass
+class _MarketState:
+    market: str
+    coverage: Coverage = field(default_factory=Coverage)
+    rows: list[list[dict[str, Any]]] = field(default_factory=list)
+    ordinals: list[np.ndarray] = field(default_factory=list)
+    failed: list[Outcome[CandleChunk]] = field(default_factory=list)
+    forming: list[dict[str, Any]] = field(default_factory=list)
+    span: tuple[int, int] = (0, 0)
+    rounds: int = 0
+
+    def known_ordinals(self) -> np.ndarray:
+        return np.unique(np.concatenate(self.ordinals)) if self.ordinals else np.empty(0, np.int64)
+
+
+@dataclass
+class CandleResult:
+    """The flat, cleaned frame plus what the coordinator needs for metadata."""
+
+    frame: pd.DataFrame
+    spans: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
+    failures: list[Outcome[CandleChunk]]
+    forming: pd.Timestamp | None
+    rounds: int
+    requested_size: int
+
+
+def _ordinals_of(rows: list[dict[str, Any]], tf: Timeframe) -> np.ndarray:
+    # numpy parses ISO "YYYY-MM-DDTHH:MM:SS" in C; no per-row Python work.
+    times = np.array([r["candle_date_time_utc"] for r in rows], dtype="datetime64[s]")
+    return tf.ordinal(times.astype("datetime64[ns]").astype(np.int64))
+
+
+class CandleJob:
+    """One candles request, run on the runtime loop."""
+
+    def __init__(
+        self, request: CoordinatorRequest, client: Client, options: Options, stats: CallStats, progress: Progress
+    ) -> None:
+        assert request.timeframe is not None
+        self.req = request
+        self.tf: Timeframe = request.timeframe
+        self.client = client
+        self.options = options
+        self.stats = stats
+        self.executor: Executor[CandleChunk] = Executor(self.fetch, options.concurrency, progress, stats)
+        # the slot containing the floor: a 2017 yearly candle starts on 2017-01-01
+        self.floor = self.tf.slot_of(HISTORY_FLOOR)
+
+    # -- fetching one piece -------------------------------------------------------------------------
+    async def fetch(self, chunk: CandleChunk) -> list[dict[str, Any]]:
+        """GET one piece and check that the answer is candle rows of the right market."""
+        params: dict[str, Any] = chunk.params() if chunk.to is not None else {"market": chunk.market, "count": chunk.count}
+        data = await self.client.get_json(self.tf.path, params, options=self.options, stats=self.stats)
+        ctx = {"url": self.client.base_url + self.tf.path, "params": params, "group": "candles"}
+        if not isinstance(data, list):
+            raise ResponseFormatError(f"expected a JSON array of candles, got {type(data).__name__}", **ctx)
+        if data:
+            first = data[0]
+            if not isinstance(first, dict) or any(k not in first for k in _REQUIRED_FIELDS):
+                raise ResponseFormatError(f"candle rows lack required fields {_REQUIRED_FIELDS}", **ctx)
+            if str(first["market"]).upper() != chunk.market:
+                raise ResponseFormatError(f"asked for {chunk.market}, got rows of {first['market']}", **ctx)
+        return data
+
+    # -- the job --------------------------------------------------------------------------------------
+    async def run(self) -> CandleResult:
+        states = [_MarketState(m) for m in self.req.symbols]
+        await gather_or_cancel([self._run_market(s) for s in states])
+        return self._assemble(states)
+
+    async def _run_market(self, st: _MarketState) -> None:
+        req, tf = self.req, self.tf
+        now_slot = await self._head_if_needed(st)
+        if req.count is None:  # a range: one round proves it all
+            assert req.start is not None
+            lo = max(self.floor, tf.first_slot_at_or_after(req.start))
+            hi = now_slot if req.end is None else min(now_slot, tf.first_slot_at_or_after(req.end))
+            st.span = (lo, max(lo, hi))
+            await self._round(st, plan_range(st.market, tf, lo, hi, st.coverage))
+            return
+        end = now_slot if req.end is None else min(now_slot, tf.first_slot_at_or_after(req.end))
+        st.span = (self.floor, end)
+        for _ in range(_MAX_ROUNDS):
+            known = st.known_ordinals()
+            reach = st.coverage.reach_down(end)
+            have = int(np.count_nonzero((known >= reach) & (known < end)))
+            chunks = plan_count_round(st.market, tf, end, req.count, have, st.coverage, self.floor)
+            if not chunks:
+                return
+            await self._round(st, chunks)
+            if st.failed:  # a hole we could not fill: stop here and report it
+                return
+
+    async def _head_if_needed(self, st: _MarketState) -> int:
+        """The forming slot ("now" on the exchange's clock), asking the exchange when needed.
+
+        A range ending at or before the last ``Date`` the exchange sent lies wholly in closed
+        candles and needs no question. Otherwise the newest page is fetched without ``to`` (the
+        "head"): its rows are used like any piece's and its ``Date`` tells the current slot.
+        """
+        req, tf = self.req, self.tf
+        floor = self.client.server_time_floor
+        if req.end is not None and floor is not None and req.end.timestamp() <= floor:
+            return tf.first_slot_at_or_after(req.end)
+        wanted = PAGE_MAX if req.count is None else min(PAGE_MAX, req.count + 1)
+        head = CandleChunk(st.market, tf, None, wanted, 0)  # type: ignore[arg-type]
+        outcome = (await self.executor.run([head]))[0]
+        if outcome.error is not None:  # without the head there is no "now" to plan against
+            raise outcome.error
+        now = pd.Timestamp(self.client.server_now_floor(), unit="s", tz="UTC")
+        now_slot = tf.slot_of(now)
+        rows: list[dict[str, Any]] = outcome.data
+        if rows:
+            ords = _ordinals_of(rows, tf)
+            closed = ords < now_slot
+            if req.include_forming:
+                st.forming = [r for r, c in zip(rows, closed) if not c]
+            keep = [r for r, c in zip(rows, closed) if c]
+            if keep:
+                st.rows.append(keep)
+                st.ordinals.append(ords[closed])
+            lo = self.floor if len(rows) < wanted else int(ords.min())
+        else:
+            lo = self.floor
+        st.coverage.add(lo, now_slot)
+        return now_slot
+
+    async def _round(self, st: _MarketState, chunks: list[CandleChunk]) -> None:
+        st.rounds += 1
+        for outcome in await self.executor.run(chunks):
+            if outcome.error is not None:
+                st.failed.append(outcome)
+                continue
+            rows: list[dict[str, Any]] = outcome.data
+            ords = _ordinals_of(rows, self.tf) if rows else np.empty(0, np.int64)
+            lo, hi = proven_by(outcome.chunk, ords, self.floor)
+            st.coverage.add(lo, hi)
+            if rows:
+                st.rows.append(rows)
+                st.ordinals.append(ords)
+
+    # -- aggregation ------------------------------------------------------------------------------------
+    def _assemble(self, states: list[_MarketState]) -> CandleResult:
+        tf, req = self.tf, self.req
+        all_rows = [r for st in states for page in st.rows for r in page]
+        frame = clean_candles(candle_rows_to_frame(all_rows, tf))
+        ords = tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        keep = np.zeros(len(frame), dtype=bool)
+        spans: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
+        market_col = frame["market"].to_numpy()
+        for st in states:
+            lo, hi = st.span
+            mine = (market_col == st.market) & (ords >= lo) & (ords < hi)
+            if req.count is not None:
+                # the `count` newest: keep the last `count` of this market's rows in the span
+                positions = np.nonzero(mine)[0][-req.count :]
+                mine = np.zeros_like(mine)
+                mine[positions] = True
+                if len(positions):
+                    lo = int(ords[positions[0]])
+            keep |= mine
+            spans[st.market] = (tf.slot_start(lo), tf.slot_start(max(lo, hi)))
+        frame = frame.loc[keep].reset_index(drop=True)
+        forming_ts = None
+        forming_rows = [r for st in states for r in st.forming]
+        if forming_rows:
+            forming = candle_rows_to_frame(forming_rows, tf)
+            forming_ts = forming["time"].max()
+            frame = clean_candles(pd.concat([frame, forming], ignore_index=True))
+        if req.count is not None:
+            size = req.count * len(states)
+        else:
+            size = sum(max(0, st.span[1] - st.span[0]) for st in states)
+        return CandleResult(
+            frame=frame,
+            spans=spans,
+            failures=[o for st in states for o in st.failed],
+            forming=forming_ts,
+            rounds=max((st.rounds for st in states), default=0),
+            requested_size=size,
+        )

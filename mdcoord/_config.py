@@ -1,0 +1,116 @@
+"""Process-wide defaults, validated in one place: :func:`set_options` (also a context manager).
+
+Precedence for every setting: the function argument, then ``set_options``, then the environment
+(``MDCOORD_BASE_URL``), then the built-in default.
+
+>>> with mdcoord.set_options(concurrency=8, progress=False):
+...     df = mdcoord.candles("KRW-BTC", "1m", count=1000)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from types import TracebackType
+from typing import Any
+
+from ._exceptions import InvalidRequestError
+
+__all__ = ["DEFAULT_BASE_URL", "Options", "get_options", "resolve_base_url", "set_options"]
+
+DEFAULT_BASE_URL = "https://api.upbit.com/v1"
+BASE_URL_ENV = "MDCOORD_BASE_URL"
+
+
+@dataclass(frozen=True)
+class Options:
+    """The tunable defaults. Every field can also be given per call where it makes sense.
+
+    - ``base_url``: API root (None → ``$MDCOORD_BASE_URL`` or the real Upbit API).
+    - ``concurrency``: requests in flight at once per call (the rate limit still rules).
+    - ``max_retries``: retries of a retryable failure (429, 5xx, timeout, dropped, garbled).
+    - ``timeout`` / ``connect_timeout``: seconds for a whole request / for connecting.
+    - ``rate_limit``: requests per second per rate-limit group (Upbit: 10).
+    - ``rate_margin``: seconds added to the 1-second window to absorb network jitter.
+    - ``progress``: True/False forces the progress bar; None shows it where a person watches.
+    - ``on_error``: "raise" (default) raises :class:`IncompleteDataError` when pieces fail after
+      retries; "partial" returns what arrived with the failures listed in ``attrs``.
+    """
+
+    base_url: str | None = None
+    concurrency: int = 5
+    max_retries: int = 3
+    timeout: float = 15.0
+    connect_timeout: float = 5.0
+    rate_limit: int = 10
+    rate_margin: float = 0.05
+    progress: bool | None = None
+    on_error: str = "raise"
+
+    def __post_init__(self) -> None:
+        _check_int("concurrency", self.concurrency, 1, 1000)
+        _check_int("max_retries", self.max_retries, 0, 100)
+        _check_int("rate_limit", self.rate_limit, 1, 10_000)
+        for name in ("timeout", "connect_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise InvalidRequestError(f"{name} must be a number of seconds > 0, got {value!r}")
+        if isinstance(self.rate_margin, bool) or not isinstance(self.rate_margin, (int, float)) or not (
+            0 <= self.rate_margin <= 1
+        ):
+            raise InvalidRequestError(f"rate_margin must be seconds in [0, 1], got {self.rate_margin!r}")
+        if self.progress not in (None, True, False):
+            raise InvalidRequestError(f"progress must be True, False or None, got {self.progress!r}")
+        if self.on_error not in ("raise", "partial"):
+            raise InvalidRequestError(f"on_error must be 'raise' or 'partial', got {self.on_error!r}")
+        if self.base_url is not None:
+            _check_base_url(self.base_url)
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidRequestError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+
+
+def _check_base_url(url: object) -> str:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise InvalidRequestError(f"base_url must be an http(s) URL like {DEFAULT_BASE_URL!r}, got {url!r}")
+    return url.rstrip("/")
+
+
+_current = Options()
+
+
+def get_options() -> Options:
+    """The options in force now."""
+    return _current
+
+
+class set_options:  # noqa: N801 - used like a function, as in xarray
+    """Set process-wide defaults; as a context manager, restore the previous ones on exit."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        global _current
+        known = {f.name for f in fields(Options)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise InvalidRequestError(f"unknown option(s) {unknown}; valid options are {sorted(known)}")
+        self._previous = _current
+        _current = replace(_current, **kwargs)
+
+    def __enter__(self) -> Options:
+        return _current
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        global _current
+        _current = self._previous
+
+
+def resolve_base_url(base_url: str | None = None) -> str:
+    """The base URL for a call: argument, then options, then ``$MDCOORD_BASE_URL``, then Upbit."""
+    for candidate in (base_url, _current.base_url, os.environ.get(BASE_URL_ENV) or None):
+        if candidate is not None:
+            return _check_base_url(candidate)
+    return DEFAULT_BASE_URL

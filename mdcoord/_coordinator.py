@@ -1,0 +1,126 @@
+"""Layer 3: the coordinator wires request → job (planner + executor) → frame + metadata.
+
+It does little itself: it resolves options, picks the job for the data type, runs it on the
+runtime loop and packs the answer into a :class:`CoordinatorResponse` whose frame carries its
+metadata in ``df.attrs["mdcoord"]``.
+
+>>> coord = Coordinator()
+>>> resp = coord.execute(CoordinatorRequest.create("candles", "KRW-BTC", "1m", count=1000))
+>>> resp.data.attrs["mdcoord"]["split_count"]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+
+from ._candles import CandleJob
+from ._client import CallStats
+from ._config import Options, get_options, resolve_base_url
+from ._exceptions import IncompleteDataError, MdcoordError
+from ._executor import Executor
+from ._frames import gap_table, index_candles
+from ._progress import Progress
+from ._request import CoordinatorMetadata, CoordinatorRequest, CoordinatorResponse, DataType
+from ._runtime import Runtime, get_runtime
+from ._version import __version__
+
+__all__ = ["Coordinator"]
+
+
+class Coordinator:
+    """Answers :class:`CoordinatorRequest` objects against one exchange.
+
+    ``base_url`` defaults to ``$MDCOORD_BASE_URL`` or the real Upbit API; ``options`` overrides
+    the process-wide :func:`mdcoord.set_options` defaults (any subset, as keyword arguments).
+    """
+
+    def __init__(self, base_url: str | None = None, *, runtime: Runtime | None = None, **options: Any) -> None:
+        self.base_url = resolve_base_url(base_url)
+        self._runtime = runtime or get_runtime()
+        self._overrides = options
+        self._options()  # validate now, not at the first request
+
+    def _options(self) -> Options:
+        return replace(get_options(), **self._overrides) if self._overrides else get_options()
+
+    def execute(self, request: CoordinatorRequest) -> CoordinatorResponse:
+        """Answer ``request``, blocking (works inside a running event loop too)."""
+        return self._runtime.run(self._execute(request, self._options()))
+
+    async def aexecute(self, request: CoordinatorRequest) -> CoordinatorResponse:
+        """Answer ``request`` from async code (on any event loop)."""
+        return await self._runtime.arun(self._execute(request, self._options()))
+
+    async def _execute(self, request: CoordinatorRequest, options: Options) -> CoordinatorResponse:
+        started = time.perf_counter()
+        client = self._runtime.client(self.base_url)
+        stats = CallStats()
+        meta = CoordinatorMetadata(
+            request=request.describe(),
+            split_strategy_used=request.strategy_used.value,
+            source=self.base_url,
+            timeframe=request.timeframe.value if request.timeframe else None,
+            markets=list(request.symbols),
+            version=__version__,
+        )
+        label = f"{request.data_type.value} {','.join(request.symbols)[:40]}"
+        progress = Progress(options.progress, label)
+        if request.data_type is not DataType.CANDLES:  # pragma: no cover - grows with data types
+            raise NotImplementedError(request.data_type)
+        job = CandleJob(request, client, options, stats, progress)
+        executor = job.executor
+        try:
+            result = await job.run()
+        except MdcoordError as err:
+            self._fill_counters(meta, stats, executor, started)
+            return CoordinatorResponse(False, None, meta, err)
+        finally:
+            progress.close()
+
+        tf = request.timeframe
+        assert tf is not None
+        failed_windows: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+        for o in result.failures:
+            failed_windows.setdefault(o.chunk.market, []).append(o.chunk.window())
+        gaps = gap_table(result.frame, tf, result.spans, failed_windows)
+        meta.original_request_size = result.requested_size
+        meta.rounds = result.rounds
+        meta.gaps_found = len(gaps)
+        meta.missing_candles = int(gaps["missing"].sum())
+        meta.not_fetched = int(gaps.loc[gaps["reason"] == "not_fetched", "missing"].sum())
+        meta.failures = [
+            {
+                "market": o.chunk.market,
+                "range": f"[{o.chunk.window()[0].isoformat()}, {o.chunk.window()[1].isoformat()})",
+                "error": str(o.error),
+                "error_type": type(o.error).__name__,
+            }
+            for o in result.failures
+        ]
+        meta.complete = not result.failures
+        meta.spans = {m: [a.isoformat(), b.isoformat()] for m, (a, b) in result.spans.items()}
+        meta.forming_candle = result.forming.isoformat() if result.forming is not None else None
+        meta.data_count = len(result.frame)
+        self._fill_counters(meta, stats, executor, started)
+
+        frame = index_candles(result.frame, request.symbols)
+        frame.attrs["mdcoord"] = meta.to_dict()
+        if result.failures and options.on_error == "raise":
+            return CoordinatorResponse(False, frame, meta, IncompleteDataError(meta.failures, frame))
+        return CoordinatorResponse(True, frame, meta)
+
+    @staticmethod
+    def _fill_counters(meta: CoordinatorMetadata, stats: CallStats, executor: Executor[Any], started: float) -> None:
+        meta.split_count = executor.pieces
+        meta.parallel_requests = executor.max_in_flight
+        meta.requests_sent = stats.requests
+        meta.retries = stats.retries
+        meta.rate_limited = stats.rate_limited
+        meta.limiter_wait_s = stats.limiter_wait_s
+        meta.processing_time_ms = (time.perf_counter() - started) * 1000
+        meta.fetched_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")

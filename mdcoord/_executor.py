@@ -1,0 +1,93 @@
+"""Run pieces concurrently under a bound on requests in flight.
+
+The rate limit is enforced by the client's per-group limiter; the executor only bounds
+concurrency (a semaphore) and decides what a failure means: a retryable error that survived its
+retries marks *that piece* as failed (it is reported, never dropped); any other error (4xx, 418,
+bad input) is fatal and cancels every sibling at once, so no further request is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ._client import CallStats
+from ._exceptions import MdcoordError
+from ._progress import Progress
+
+__all__ = ["Executor", "Outcome", "gather_or_cancel"]
+
+C = TypeVar("C")
+T = TypeVar("T")
+
+
+@dataclass
+class Outcome(Generic[C]):
+    """What became of one piece: its decoded answer, or the error it failed with."""
+
+    chunk: C
+    data: Any = None
+    error: MdcoordError | None = None
+
+
+async def gather_or_cancel(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Like ``asyncio.gather``, but the first exception cancels (and awaits) all the others.
+
+    (Plain ``gather`` lets siblings keep running — and keep sending requests — after a failure.)
+    """
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+        return [t.result() for t in tasks]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Executor(Generic[C]):
+    """Fetch pieces with at most ``concurrency`` in flight; shared by all markets of a call."""
+
+    def __init__(
+        self,
+        fetch: Callable[[C], Awaitable[Any]],
+        concurrency: int,
+        progress: Progress,
+        stats: CallStats,
+        size_of: Callable[[Any], int] = len,
+    ) -> None:
+        self._fetch = fetch
+        self._sem = asyncio.Semaphore(concurrency)
+        self._progress = progress
+        self._stats = stats
+        self._size_of = size_of
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.pieces = 0
+
+    async def run(self, chunks: Sequence[C]) -> list[Outcome[C]]:
+        """Fetch every chunk; results in the order given."""
+        self.pieces += len(chunks)
+        self._progress.add_total(len(chunks))
+        return await gather_or_cancel([self._one(c) for c in chunks])
+
+    async def _one(self, chunk: C) -> Outcome[C]:
+        async with self._sem:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                data = await self._fetch(chunk)
+            except MdcoordError as err:
+                if not err.retryable:
+                    raise
+                self._progress.advance(0, self._stats)
+                return Outcome(chunk, error=err)
+            finally:
+                self.in_flight -= 1
+        self._progress.advance(self._size_of(data), self._stats)
+        return Outcome(chunk, data=data)

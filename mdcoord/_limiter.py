@@ -1,0 +1,137 @@
+"""A strict per-group rate limiter: at most N requests in ANY window, as the server sees them.
+
+Why not a leaky bucket: ``aiolimiter.AsyncLimiter(10, 1)`` starts full and drips, so about 19
+requests pass in the first second — Upbit answers the 11th with 429. What Upbit enforces is a
+*sliding window*: no more than 10 arrivals of one group in any 1-second span. This limiter keeps
+the send times of its recent requests (a sliding-window log, at most N entries) and lets a new
+request start only when fewer than N of them lie within the last ``window + margin`` seconds.
+
+The margin absorbs network jitter: two requests that left 1.00 s apart may arrive 0.97 s apart.
+With a margin of ``m`` the server never sees N+1 requests within one window as long as the
+one-way delay varies by less than ``m``. The recorded time of a request is moved to the moment
+its headers actually left (``mark_sent``), so time spent opening a connection or waiting for a
+pooled one never makes two requests look further apart than they were.
+
+Time and sleep are injectable: :meth:`delay` is a pure computation on the clock, so tests
+assert delays instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+__all__ = ["Permit", "SlidingWindowLimiter"]
+
+
+@dataclass
+class Permit:
+    """One granted request slot; ``sent_at`` moves forward when the request really leaves.
+
+    While ``pending`` (granted, not yet known to have left) it counts as sent *now*, however
+    long it waits for a connection: the conservative reading.
+    """
+
+    sent_at: float
+    pending: bool = True
+
+
+class SlidingWindowLimiter:
+    """At most ``max_requests`` request starts in any ``window + margin`` seconds.
+
+    >>> limiter = SlidingWindowLimiter(10, 1.0)
+    >>> # async: permit = await limiter.acquire(); ...; limiter.mark_sent(permit)
+    """
+
+    def __init__(
+        self,
+        max_requests: int = 10,
+        window: float = 1.0,
+        margin: float = 0.05,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if max_requests < 1 or window <= 0 or margin < 0:
+            raise ValueError("max_requests >= 1, window > 0 and margin >= 0 are required")
+        self.max_requests = max_requests
+        self.window = window
+        self.margin = margin
+        self._clock = clock
+        self._sleep = sleep
+        self._permits: list[Permit] = []
+        self._paused_until = float("-inf")
+        self._lock: asyncio.Lock | None = None
+        #: Seconds callers spent waiting for a slot, summed (for metrics).
+        self.waited = 0.0
+        #: How often the group was paused (429 or pressure seen in ``Remaining-Req``).
+        self.pauses = 0
+
+    @property
+    def span(self) -> float:
+        return self.window + self.margin
+
+    def delay(self, now: float | None = None) -> float:
+        """Seconds until a new request may start (0 when it may start now)."""
+        now = self._clock() if now is None else now
+        horizon = now - self.span
+        self._permits = [p for p in self._permits if p.pending or p.sent_at > horizon]
+        wait = self._paused_until - now
+        if len(self._permits) >= self.max_requests:
+            # The slot frees when the oldest of the newest N permits leaves the span.
+            times = sorted(now if p.pending else p.sent_at for p in self._permits)
+            wait = max(wait, times[-self.max_requests] + self.span - now)
+        return max(0.0, wait)
+
+    async def acquire(self) -> Permit:
+        """Wait for a slot and take it. FIFO among waiters (one lock, held while sleeping)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            while (wait := self.delay()) > 0:
+                self.waited += wait
+                await self._sleep(wait)
+            permit = Permit(self._clock())
+            self._permits.append(permit)
+            return permit
+
+    def mark_sent(self, permit: Permit) -> None:
+        """Record that the request of ``permit`` left just now (never moves time backwards).
+
+        Call it when the request's headers were written, and again (harmlessly) when the
+        attempt ends: a permit whose request failed before sending then counts as sent at its
+        end, which errs on the safe side.
+        """
+        if permit.pending:
+            permit.sent_at = max(permit.sent_at, self._clock())
+            permit.pending = False
+
+    def record_send(self) -> None:
+        """Count a request that left without a permit (a transport-level resend)."""
+        self._permits.append(Permit(self._clock(), pending=False))
+
+    def pause(self, seconds: float | None = None) -> None:
+        """Let no request of this group start for ``seconds`` (default: one full span).
+
+        Called on HTTP 429: the server's window must slide past the burst it counted.
+        """
+        seconds = self.span if seconds is None else seconds
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self.pauses += 1
+
+    def observe_remaining(self, remaining: int, permit: Permit) -> bool:
+        """Compare the server's ``Remaining-Req: sec=`` with our own count; pause on pressure.
+
+        The server counted ``max_requests - remaining`` requests in its window, this one
+        included. If that is clearly more than we sent in the window before this request,
+        someone else shares the IP's budget (another process, another tool): pause the group
+        for one span so both stay under the limit. Returns True when it paused.
+        """
+        ours = sum(1 for p in self._permits if permit.sent_at - self.span < p.sent_at <= permit.sent_at)
+        theirs = (self.max_requests - remaining) - ours
+        if theirs > 1:  # one request of slack: arrival order at the server can differ from ours
+            self.pause()
+            return True
+        return False

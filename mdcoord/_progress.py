@@ -1,0 +1,81 @@
+"""Progress display: requests done / planned, rows, retries and rate-limit waits.
+
+Shown by default only where a person is watching: a Jupyter kernel (an ipywidgets bar via
+``tqdm.auto`` when ipywidgets is installed, a text bar otherwise) or a terminal (stderr is a TTY).
+``progress=True`` forces it, ``progress=False`` silences it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+__all__ = ["Progress", "in_notebook"]
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (not a plain IPython terminal)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _bar_class(notebook: bool) -> Any:
+    if notebook:
+        try:
+            import ipywidgets  # noqa: F401
+
+            from tqdm.auto import tqdm
+
+            return tqdm
+        except ImportError:
+            pass
+    from tqdm.std import tqdm
+
+    return tqdm
+
+
+class Progress:
+    """A progress bar over API requests whose total may grow (follow-up rounds)."""
+
+    def __init__(self, enabled: bool | None, desc: str) -> None:
+        notebook = in_notebook()
+        show = enabled if enabled is not None else (notebook or _stderr_is_tty())
+        self._bar = None
+        self.rows = 0
+        if show:
+            self._bar = _bar_class(notebook)(total=0, desc=desc, unit="req", dynamic_ncols=True, leave=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self._bar is not None
+
+    def add_total(self, n: int) -> None:
+        if self._bar is not None and n:
+            self._bar.total += n
+            self._bar.refresh()
+
+    def advance(self, rows: int, stats: Any) -> None:
+        self.rows += rows
+        if self._bar is not None:
+            self._bar.set_postfix(
+                rows=self.rows, retries=stats.retries, **{"429s": stats.rate_limited},
+                waited=f"{stats.limiter_wait_s:.1f}s", refresh=False,
+            )
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

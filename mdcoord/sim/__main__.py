@@ -1,0 +1,49 @@
+"""``python -m mdcoord.sim``: run the synthetic Upbit server until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+
+from ._config import SimConfig
+from ._exchange import Exchange
+
+
+def parse_args(argv: list[str] | None = None) -> SimConfig:
+    p = argparse.ArgumentParser(
+        prog="python -m mdcoord.sim",
+        description="Serve a deterministic synthetic Upbit quotation API (market/all and candles) "
+        "on 127.0.0.1 for testing clients. Prints the base URL, runs until Ctrl-C.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (0 = any free port; default 8080)")
+    p.add_argument("--seed", type=int, default=7, help="market seed (default 7)")
+    p.add_argument("--now", default=None, help="sim start time, ISO UTC, e.g. 2026-11-24T12:00:00Z (default: real now)")
+    p.add_argument("--frozen", action="store_true", help="keep now fixed instead of following the wall clock")
+    p.add_argument("--latency", type=float, default=0.0, help="mean round-trip latency in seconds")
+    p.add_argument("--jitter", type=float, default=0.0, help="± jitter of each half of the latency, seconds")
+    p.add_argument("--rate-limit", type=int, default=10, help="requests per group per second; 0 disables")
+    p.add_argument("--ban-after", type=int, default=5, help="429s within 10 s that trigger a 418 ban")
+    p.add_argument("--ban-seconds", type=float, default=30.0, help="length of the first ban (grows on repeats)")
+    p.add_argument("--json-429", action="store_true", help="answer 429 with a JSON error instead of plain text")
+    p.add_argument("--seconds-horizon-days", type=int, default=93, help="days of seconds candles (default 93)")
+    a = p.parse_args(argv)
+    return SimConfig(
+        seed=a.seed, now=a.now, frozen=a.frozen, latency=a.latency, jitter=a.jitter,
+        rate_limit=a.rate_limit or None, ban_after=a.ban_after, ban_seconds=a.ban_seconds,
+        plain_text_429=not a.json_429, seconds_horizon_days=a.seconds_horizon_days, host=a.host, port=a.port,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    with Exchange(config) as ex:
+        print(ex.base_url, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

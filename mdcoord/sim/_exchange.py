@@ -1,0 +1,162 @@
+"""``Exchange``: the embedded Upbit-compatible server on its own thread and event loop.
+
+Running the server on a private loop in a daemon thread makes it usable from sync code, from
+pytest, and from notebooks whose loop is already running; it also keeps the model's CPU work
+off the caller's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from ._clock import Clock
+from ._config import SimConfig
+from ._faults import FaultInjector
+from ._limits import RateLimiter
+from ._log import RequestLog, RequestRecord
+from ._market import SyntheticMarket
+from ._server import Server
+
+
+class Exchange:
+    """A synthetic Upbit quotation API on ``127.0.0.1`` (ephemeral port by default).
+
+    ::
+
+        with Exchange(SimConfig(seed=7, now="2026-11-24T12:00:00Z", frozen=True)) as ex:
+            url = ex.base_url + "/candles/minutes/1?market=KRW-BTC&count=200"
+            ...
+            assert ex.max_in_window("candles") <= 10
+
+    ``market`` is the ground-truth model, ``faults`` the fault injector, ``log`` a snapshot of
+    the request log. Keyword overrides are applied to ``config``.
+    """
+
+    def __init__(self, config: SimConfig | None = None, **overrides: Any) -> None:
+        self.config = replace(config or SimConfig(), **overrides)
+        c = self.config
+        self.clock = Clock(c.now, frozen=c.frozen)
+        self.market = SyntheticMarket(c.seed, clock=self.clock, seconds_horizon_days=c.seconds_horizon_days,
+                                      cache_bytes=c.cache_mb * 2**20)
+        self.faults = FaultInjector(seed=c.seed)
+        self._log = RequestLog()
+        self._limiter = RateLimiter(
+            c.rate_limit, c.rate_window, origin_limit=c.origin_limit, origin_window=c.origin_window,
+            ban_after=c.ban_after, ban_window=c.ban_window, ban_seconds=c.ban_seconds, ban_growth=c.ban_growth,
+        )
+        self._server = Server(c, self.market, self._limiter, self.faults, self._log)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.port: int | None = None
+
+    # --------------------------------------------------------------- lifecycle
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1`` (only while running)."""
+        if self.port is None:
+            raise RuntimeError("the exchange is not running; call start() or use `with`")
+        return f"http://{self.config.host}:{self.port}/v1"
+
+    def start(self) -> Exchange:
+        """Start serving; returns when the port is bound. Raises if binding failed."""
+        if self._thread is not None:
+            return self
+        self._ready.clear()
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name="mdcoord-sim", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            self._thread = None
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the thread (idempotent). Open connections are closed."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        self._thread = self._loop = None
+        self.port = None
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._bind())
+        except BaseException as e:  # reported to start()'s caller
+            self._error = e
+            loop.close()
+            self._ready.set()
+            return
+        self._loop = loop
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            assert self._runner is not None
+            loop.run_until_complete(self._runner.cleanup())
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+            self._server.close()
+
+    async def _bind(self) -> None:
+        # handler_cancellation: a client that gives up (timeout) ends its slow fault at once.
+        self._runner = web.AppRunner(self._server.app(), access_log=None, handler_cancellation=True,
+                                     shutdown_timeout=0.25)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        server = site._server  # the bound asyncio server: the only way to learn port 0's port
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def __enter__(self) -> Exchange:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Exchange:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # ---------------------------------------------------------------- the log
+    @property
+    def log(self) -> list[RequestRecord]:
+        """A snapshot of every request so far, oldest first."""
+        return self._log.snapshot()
+
+    def count(self, group: str | None = None, status: int | None = None, path_prefix: str | None = None) -> int:
+        """Number of logged requests matching all given filters."""
+        return self._log.count(group, status, path_prefix)
+
+    def max_in_window(self, group: str, window: float = 1.0, statuses: Any = None) -> int:
+        """Most arrivals of ``group`` within any ``window`` seconds (what the limiter sees)."""
+        return self._log.max_in_window(group, window, statuses)
+
+    def clear_log(self) -> None:
+        self._log.clear()
+
+    def reset_rate_limits(self) -> None:
+        """Forget arrivals and lift any ban."""
+        self._limiter.reset()

@@ -1,0 +1,57 @@
+"""Shared fixtures: one strict embedded exchange for the session, ground truth from its model.
+
+Integration tests speak real HTTP to the embedded exchange on 127.0.0.1; nothing in aiohttp or
+in mdcoord is patched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+import mdcoord
+from mdcoord._frames import candle_rows_to_frame, clean_candles
+from mdcoord._timeframe import Timeframe, to_utc
+from mdcoord.sim import Exchange, SimConfig
+
+# A fixed "now" a few seconds into a minute: the minute's candle is still forming.
+NOW = "2026-11-20T12:34:56Z"
+
+
+@pytest.fixture(scope="session")
+def exchange() -> Iterator[Exchange]:
+    """A strict exchange (10 req/s per group, 429 above, 418 on repeated violations), no latency."""
+    with Exchange(SimConfig(seed=7, now=NOW, frozen=True)) as ex:
+        yield ex
+
+
+@pytest.fixture(autouse=True)
+def _quiet_and_fresh(request: pytest.FixtureRequest) -> Iterator[None]:
+    with mdcoord.set_options(progress=False):
+        yield
+
+
+@pytest.fixture
+def ex(exchange: Exchange) -> Exchange:
+    """The session exchange with an empty log and no faults."""
+    exchange.faults.clear()
+    exchange.clear_log()
+    return exchange
+
+
+def truth(ex: Exchange, market: str, timeframe: str, start: str | datetime, end: str | datetime) -> pd.DataFrame:
+    """What a perfect client returns for ``[start, end)``: straight from the exchange's model."""
+    tf = Timeframe.parse(timeframe)
+    a, b = to_utc(start, "start").to_pydatetime(), to_utc(end, "end").to_pydatetime()
+    rows = ex.market.candles(market, tf.kind, tf.minute_unit, a, b)
+    return clean_candles(candle_rows_to_frame(rows, tf)).drop(columns="market").set_index("time")
+
+
+def assert_same_candles(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    assert list(got.index) == list(want.index)
+    cols = ["open", "high", "low", "close", "volume", "value"]
+    pd.testing.assert_frame_equal(got[cols], want[cols], check_freq=False, rtol=1e-12)
+    assert list(got["last_trade_at"]) == list(want["last_trade_at"])

@@ -1,0 +1,171 @@
+"""Layer 1 over real HTTP: the limiter under a strict server, retries, typed errors, 418, interrupts."""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+import mdcoord
+from mdcoord._client import group_for, parse_remaining_req
+from mdcoord.sim import Exchange, SimConfig
+
+from .conftest import NOW, assert_same_candles, truth
+
+# A closed, liquid range: 1200 candles = 6 pieces, no head needed once the clock is known.
+START, END = "2026-11-18T00:00:00Z", "2026-11-18T20:00:00Z"
+
+
+def _warm(ex: Exchange) -> None:
+    """One tiny call so the client knows the exchange's clock (later ranges need no head)."""
+    mdcoord.candles("KRW-BTC", "1m", count=1, base_url=ex.base_url)
+    ex.clear_log()
+
+
+def test_remaining_req_parsing_and_groups() -> None:
+    assert parse_remaining_req("group=candles; min=600; sec=9") == ("candles", 9)
+    assert parse_remaining_req("group=crix-trades; min=600; sec=0") == ("crix-trades", 0)
+    assert parse_remaining_req("garbage") is None and parse_remaining_req(None) is None
+    assert group_for("/candles/minutes/1") == "candles"
+    assert group_for("/trades/ticks") == "crix-trades"
+    assert group_for("/market/all") == "market"
+
+
+def test_never_more_than_10_in_any_second_under_jitter() -> None:
+    """The strict server answers 429 to the 11th request within any 1 s; jitter bunches arrivals."""
+    with Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=0.04, jitter=0.02)) as ex:
+        df = mdcoord.candles(
+            ["KRW-BTC", "KRW-ETH", "KRW-XRP"], "1m", count=4000, base_url=ex.base_url, concurrency=10
+        )
+        assert len(df) == 12_000
+        meta = df.attrs["mdcoord"]
+        assert ex.count(status=429) == 0 and meta["rate_limited"] == 0
+        assert ex.max_in_window("candles", 1.0) == 10  # at the bound, never over
+        assert meta["requests_sent"] == ex.count(group="candles") == 3 * 21  # ceil(4001 / 200) each
+        # 60 requests at 10 per 1.05 s: about 5.3 s of pure rate limit
+        assert meta["limiter_wait_s"] > 3
+
+
+@pytest.mark.parametrize(
+    "kind, kw",
+    [
+        ("server_error", {}),
+        ("drop", {}),
+        ("malformed", {}),
+        ("truncated", {}),
+        ("html", {}),
+        ("rate_limited", {}),
+        ("slow", {"delay": 2.0}),
+    ],
+)
+def test_retries_recover_from_each_fault_exactly(ex: Exchange, kind: str, kw: dict) -> None:
+    _warm(ex)
+    ex.faults.inject(kind, count=2, group="candles", **kw)
+    df = mdcoord.candles("KRW-BTC", "1m", start=START, end=END, base_url=ex.base_url, timeout=0.5)
+    assert_same_candles(df, truth(ex, "KRW-BTC", "1m", START, END))
+    meta = df.attrs["mdcoord"]
+    assert meta["retries"] == 2 and meta["complete"] is True
+    assert meta["requests_sent"] == 6 + 2 == ex.count(group="candles")
+    if kind == "rate_limited":
+        assert meta["rate_limited"] == 2
+
+
+def test_a_piece_failing_after_its_retries_is_reported_never_dropped(ex: Exchange) -> None:
+    _warm(ex)
+    # concurrency 1 makes the first piece (the newest window) absorb all four faults
+    ex.faults.inject("server_error", count=4, group="candles")
+    with pytest.raises(mdcoord.IncompleteDataError) as info:
+        mdcoord.candles("KRW-BTC", "1m", start=START, end=END, base_url=ex.base_url, concurrency=1, max_retries=3)
+    err = info.value
+    assert len(err.failures) == 1 and err.failures[0]["market"] == "KRW-BTC"
+    assert err.failures[0]["range"] == "[2026-11-18T16:40:00+00:00, 2026-11-18T20:00:00+00:00)"
+    assert err.failures[0]["error_type"] == "ServerError" and "HTTP 5" in err.failures[0]["error"]
+    partial = err.partial
+    assert partial is not None and len(partial) == 1000  # the 5 pieces that arrived
+    g = mdcoord.gaps(partial)
+    assert g.loc[g["reason"] == "not_fetched", "missing"].sum() == 200
+
+    ex.faults.inject("server_error", count=4, group="candles")
+    df = mdcoord.candles(
+        "KRW-BTC", "1m", start=START, end=END, base_url=ex.base_url, concurrency=1, on_error="partial"
+    )
+    meta = df.attrs["mdcoord"]
+    assert meta["complete"] is False and meta["not_fetched"] == 200 and len(meta["failures"]) == 1
+
+
+def test_http_418_stops_everything_at_once() -> None:
+    with Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=0.01)) as ex:
+        _warm(ex)
+        ex.faults.inject("ban", count=1, group="candles", seconds=30)
+        with pytest.raises(mdcoord.IPBlockedError, match="418") as info:
+            mdcoord.candles("KRW-BTC", "1m", start="2026-11-01", end="2026-11-10", base_url=ex.base_url)
+        assert info.value.retry_after == pytest.approx(30, abs=1)
+        sent = ex.count()
+        # Requests already in flight when the ban began are answered 418 too (they cannot be
+        # recalled); nothing is sent after the client learned of it, and nothing is retried.
+        bans = [r for r in ex.log if r.status == 418]
+        assert 1 <= len(bans) <= 5  # at most the default concurrency
+        assert max(r.arrival for r in ex.log) - bans[0].arrival < 0.1
+        # nothing is retried through a ban, and new calls send nothing while it lasts
+        with pytest.raises(mdcoord.IPBlockedError, match="still blocked"):
+            mdcoord.candles("KRW-BTC", "1m", count=10, base_url=ex.base_url)
+        time.sleep(0.2)
+        assert ex.count() == sent
+
+
+def test_server_that_answers_html_or_is_unreachable() -> None:
+    with pytest.raises(mdcoord.ConnectionFailedError, match="127.0.0.1:9"):
+        mdcoord.candles("KRW-BTC", "1m", count=5, base_url="http://127.0.0.1:9/v1", max_retries=1)
+
+
+def test_ctrl_c_stops_all_traffic_promptly() -> None:
+    with Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=0.05)) as ex:
+        timer = threading.Timer(1.0, _thread.interrupt_main)
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            mdcoord.candles("KRW-BTC", "1m", count=200_000, base_url=ex.base_url)  # ~100 s of work
+        assert time.monotonic() - t0 < 2.5
+        sent = ex.count()
+        assert 5 < sent < 40
+        time.sleep(1.0)
+        assert ex.count() == sent  # nothing left running behind the caller's back
+
+
+def test_cancelling_the_async_call_stops_traffic() -> None:
+    with Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=0.05)) as ex:
+
+        async def main() -> int:
+            task = asyncio.create_task(mdcoord.acandles("KRW-BTC", "1m", count=200_000, base_url=ex.base_url))
+            await asyncio.sleep(1.0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.3)
+            return ex.count()
+
+        sent = asyncio.run(main())
+        time.sleep(1.0)
+        assert ex.count() == sent
+
+
+def test_sync_and_async_share_one_limiter(ex: Exchange) -> None:
+    """A sync call and an async call at the same time still stay under 10/s together."""
+    results: dict[str, pd.DataFrame] = {}
+
+    def sync_call() -> None:
+        results["sync"] = mdcoord.candles("KRW-BTC", "1m", count=3000, base_url=ex.base_url, concurrency=8)
+
+    async def async_call() -> None:
+        results["async"] = await mdcoord.acandles("KRW-ETH", "1m", count=3000, base_url=ex.base_url, concurrency=8)
+
+    t = threading.Thread(target=sync_call)
+    t.start()
+    asyncio.run(async_call())
+    t.join()
+    assert len(results["sync"]) == len(results["async"]) == 3000
+    assert ex.count(status=429) == 0 and ex.max_in_window("candles", 1.0) <= 10

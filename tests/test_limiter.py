@@ -1,0 +1,142 @@
+"""The limiter's guarantee, proven on a fake clock: computed delays, no real sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mdcoord._limiter import SlidingWindowLimiter
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make(n: int = 10, window: float = 1.0, margin: float = 0.05) -> tuple[SlidingWindowLimiter, FakeTime]:
+    t = FakeTime()
+    return SlidingWindowLimiter(n, window, margin, clock=t.clock, sleep=t.sleep), t
+
+
+def max_in_any_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_first_n_pass_at_once_then_the_next_waits_one_span() -> None:
+    lim, t = make()
+
+    async def go() -> list[float]:
+        sent = []
+        for _ in range(11):
+            p = await lim.acquire()
+            lim.mark_sent(p)
+            sent.append(t.now)
+        return sent
+
+    sent = asyncio.run(go())
+    assert sent[:10] == [100.0] * 10
+    assert sent[10] == pytest.approx(101.05)
+    assert t.sleeps == [pytest.approx(1.05)]
+
+
+def test_never_more_than_n_in_any_window_even_with_jitter() -> None:
+    """A leaky bucket (aiolimiter 10/1s) lets ~19 through in the first second; this lets 10."""
+    lim, t = make()
+
+    async def go() -> list[float]:
+        sent = []
+        for _ in range(200):
+            p = await lim.acquire()
+            lim.mark_sent(p)
+            sent.append(t.now)
+        return sent
+
+    sent = asyncio.run(go())
+    assert max_in_any_window(sent, 1.0) == 10
+    # Jitter of up to the margin on the way to the server cannot make 11 arrive within 1 s:
+    # shift every even request late and every odd one early by half the margin.
+    arrivals = [s + (0.024 if i % 2 == 0 else -0.024) for i, s in enumerate(sent)]
+    assert max_in_any_window(arrivals, 1.0) <= 10
+    # ...and the rate is still near the bound: 200 requests in about 19 spans.
+    assert sent[-1] - sent[0] == pytest.approx(19 * 1.05)
+
+
+def test_pending_permit_counts_as_sent_now_and_send_time_moves_forward() -> None:
+    lim, t = make(n=2, window=1.0, margin=0.0)
+
+    async def go() -> None:
+        a = await lim.acquire()
+        lim.mark_sent(a)
+        b = await lim.acquire()  # granted at t=100 but waits 0.5 s for a connection
+        t.now += 0.5
+        assert lim.delay() == pytest.approx(0.5)  # a expires at 101.0
+        lim.mark_sent(b)  # b really left at 100.5
+        t.now = 101.0
+        assert lim.delay() == 0.0  # a left the window
+        c = await lim.acquire()
+        lim.mark_sent(c)
+        assert lim.delay() == pytest.approx(0.5)  # b (sent 100.5) leaves at 101.5
+
+    asyncio.run(go())
+
+
+def test_pause_blocks_the_group_for_a_span() -> None:
+    lim, t = make()
+    lim.pause()
+    assert lim.delay() == pytest.approx(1.05)
+    lim.pause(3.0)
+    assert lim.delay() == pytest.approx(3.0)
+    assert lim.pauses == 2
+
+
+def test_remaining_req_reveals_other_users_of_the_budget() -> None:
+    lim, t = make()
+
+    async def go() -> None:
+        p = await lim.acquire()
+        lim.mark_sent(p)
+        # we sent 1; the server counted 1 → remaining 9: no pressure
+        assert lim.observe_remaining(9, p) is False
+        assert lim.delay() == 0.0
+        # the server counted 6 of ours+theirs after our 1 → someone else sent 5
+        assert lim.observe_remaining(4, p) is True
+        assert lim.delay() == pytest.approx(1.05)
+
+    asyncio.run(go())
+
+
+def test_waiters_are_served_in_order() -> None:
+    lim, t = make(n=1, window=1.0, margin=0.0)
+    order: list[int] = []
+
+    async def worker(i: int) -> None:
+        p = await lim.acquire()
+        lim.mark_sent(p)
+        order.append(i)
+
+    async def go() -> None:
+        await asyncio.gather(*(worker(i) for i in range(5)))
+
+    asyncio.run(go())
+    assert order == [0, 1, 2, 3, 4]
+    assert t.now == pytest.approx(104.0)
+
+
+def test_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        SlidingWindowLimiter(0, 1.0)

@@ -1,0 +1,45 @@
+"""The public surface is deliberate: pinned here so a change to it is a visible decision."""
+
+from __future__ import annotations
+
+import inspect
+
+import mdcoord
+
+PUBLIC = {
+    "APIError", "BadRequestError", "ClosedError", "ConnectionFailedError", "Coordinator",
+    "CoordinatorMetadata", "CoordinatorRequest", "CoordinatorResponse", "DataType", "IPBlockedError",
+    "IncompleteDataError", "InvalidRequestError", "MarketNotFoundError", "MdcoordError", "NotFoundError",
+    "Options", "RateLimitError", "RequestTimeoutError", "ResponseFormatError", "RetryPolicy", "ServerError",
+    "SplitStrategy", "Timeframe", "TransportError", "__version__", "acandles", "candles", "gaps",
+    "get_options", "set_options",
+}
+
+
+def test_all_is_pinned() -> None:
+    assert set(mdcoord.__all__) == PUBLIC
+    for name in mdcoord.__all__:
+        assert hasattr(mdcoord, name), name
+
+
+def test_every_error_is_an_mdcoord_error() -> None:
+    errors = [getattr(mdcoord, n) for n in mdcoord.__all__ if n.endswith("Error")]
+    assert len(errors) == 15
+    for cls in errors:
+        assert issubclass(cls, mdcoord.MdcoordError), cls
+    retryable = {c.__name__ for c in errors if c.retryable}
+    assert retryable == {
+        "RateLimitError", "ServerError", "TransportError", "RequestTimeoutError", "ConnectionFailedError",
+        "ResponseFormatError",
+    }
+
+
+def test_async_twins_take_the_same_arguments() -> None:
+    assert inspect.signature(mdcoord.candles).parameters.keys() == inspect.signature(mdcoord.acandles).parameters.keys()
+    assert inspect.iscoroutinefunction(mdcoord.acandles)
+
+
+def test_typed_package() -> None:
+    import importlib.resources
+
+    assert importlib.resources.files("mdcoord").joinpath("py.typed").is_file()

@@ -76,12 +76,13 @@ class SlidingWindowLimiter:
     def delay(self, now: float | None = None) -> float:
         """Seconds until a new request may start (0 when it may start now)."""
         now = self._clock() if now is None else now
-        horizon = now - self.span
-        self._permits = [p for p in self._permits if p.pending or p.sent_at > horizon]
+        # Keep two spans of history: observe_remaining() looks back one span from a send that
+        # may be a response-latency ago.
+        self._permits = [p for p in self._permits if p.pending or p.sent_at > now - 2 * self.span]
         wait = self._paused_until - now
-        if len(self._permits) >= self.max_requests:
+        times = sorted(now if p.pending else p.sent_at for p in self._permits if p.pending or p.sent_at > now - self.span)
+        if len(times) >= self.max_requests:
             # The slot frees when the oldest of the newest N permits leaves the span.
-            times = sorted(now if p.pending else p.sent_at for p in self._permits)
             wait = max(wait, times[-self.max_requests] + self.span - now)
         return max(0.0, wait)
 
@@ -129,7 +130,10 @@ class SlidingWindowLimiter:
         someone else shares the IP's budget (another process, another tool): pause the group
         for one span so both stay under the limit. Returns True when it paused.
         """
-        ours = sum(1 for p in self._permits if permit.sent_at - self.span < p.sent_at <= permit.sent_at)
+        # Requests we sent up to a margin *after* this one may have overtaken it on the wire
+        # (jitter), so they count as ours too; over-counting ours only makes this less eager.
+        lo, hi = permit.sent_at - self.span, permit.sent_at + self.margin
+        ours = sum(1 for p in self._permits if p.pending or lo < p.sent_at <= hi)
         theirs = (self.max_requests - remaining) - ours
         if theirs > 1:  # one request of slack: arrival order at the server can differ from ours
             self.pause()

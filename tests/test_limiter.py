@@ -140,3 +140,44 @@ def test_waiters_are_served_in_order() -> None:
 def test_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         SlidingWindowLimiter(0, 1.0)
+
+
+def test_remaining_req_at_steady_full_rate_is_not_mistaken_for_pressure() -> None:
+    """At the bound, answers come back after later requests were granted (and older permits
+    aged out of the window); our own history must still explain the server's count."""
+    lim, t = make()
+
+    async def go() -> None:
+        sends: list[float] = []
+        in_flight: list[tuple[object, int]] = []
+        for _ in range(60):
+            p = await lim.acquire()
+            lim.mark_sent(p)
+            sends.append(p.sent_at)
+            in_flight.append((p, sum(1 for s in sends if p.sent_at - 1.0 < s <= p.sent_at)))
+            # the earlier requests' answers arrive now, after this grant
+            for q, server_count in in_flight[:-1]:
+                assert lim.observe_remaining(10 - server_count, q) is False  # type: ignore[arg-type]
+            in_flight = in_flight[-1:]
+
+    asyncio.run(go())
+    assert lim.pauses == 0
+
+
+def test_requests_overtaking_each_other_on_the_wire_are_not_pressure() -> None:
+    """Five requests leave within 10 ms; jitter delivers the last first. The server's count at the
+    first one's arrival includes the other four: still ours, no pause."""
+    lim, t = make()
+
+    async def go() -> None:
+        permits = []
+        for _ in range(5):
+            p = await lim.acquire()
+            lim.mark_sent(p)
+            permits.append(p)
+            t.now += 0.002
+        t.now += 0.1
+        assert lim.observe_remaining(10 - 5, permits[0]) is False
+
+    asyncio.run(go())
+    assert lim.pauses == 0

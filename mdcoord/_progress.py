@@ -44,19 +44,18 @@ class Progress:
     """A progress bar over API requests whose total may grow (follow-up rounds)."""
 
     def __init__(self, enabled: bool | None, desc: str) -> None:
-        notebook = in_notebook()
-        show = enabled if enabled is not None else (notebook or _stderr_is_tty())
-        self._bar = None
+        self._notebook = in_notebook()
+        self.enabled = enabled if enabled is not None else (self._notebook or _stderr_is_tty())
+        self._desc = desc
+        self._bar: Any = None
         self.rows = 0
-        if show:
-            self._bar = _bar_class(notebook)(total=0, desc=desc, unit="req", dynamic_ncols=True, leave=True)
-
-    @property
-    def enabled(self) -> bool:
-        return self._bar is not None
 
     def add_total(self, n: int) -> None:
-        if self._bar is not None and n:
+        if not self.enabled or not n:
+            return
+        if self._bar is None:  # created on the first planned piece, so it never shows "0 of ?"
+            self._bar = _bar_class(self._notebook)(total=n, desc=self._desc, unit="req", dynamic_ncols=True)
+        else:
             self._bar.total += n
             self._bar.refresh()
 

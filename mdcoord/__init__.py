@@ -8,7 +8,19 @@ Offline: ``python -m mdcoord demo`` runs the same pipeline against the embedded 
 (:mod:`mdcoord.sim`).
 """
 
-from ._api import acandles, candles, gaps
+from ._api import (
+    acandles,
+    amarkets,
+    aorderbooks,
+    atickers,
+    atrades,
+    candles,
+    gaps,
+    markets,
+    orderbooks,
+    tickers,
+    trades,
+)
 from ._config import Options, get_options, set_options
 from ._coordinator import Coordinator
 from ._exceptions import (
@@ -60,8 +72,16 @@ __all__ = [
     "TransportError",
     "__version__",
     "acandles",
+    "amarkets",
+    "aorderbooks",
+    "atickers",
+    "atrades",
     "candles",
     "gaps",
+    "markets",
+    "orderbooks",
+    "tickers",
+    "trades",
     "get_options",
     "set_options",
 ]

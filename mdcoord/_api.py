@@ -12,7 +12,10 @@ from ._frames import gap_table
 from ._request import CoordinatorRequest
 from ._timeframe import Timeframe, to_utc
 
-__all__ = ["acandles", "candles", "gaps"]
+__all__ = [
+    "acandles", "amarkets", "aorderbooks", "atickers", "atrades", "candles", "gaps", "markets", "orderbooks",
+    "tickers", "trades",
+]
 
 
 def _candle_request(
@@ -98,3 +101,92 @@ def gaps(df: pd.DataFrame) -> pd.DataFrame:
         a, b = f["range"].strip("[)").split(", ")
         failed.setdefault(f["market"], []).append((to_utc(a, "range"), to_utc(b, "range")))
     return gap_table(flat, tf, spans, failed)
+
+
+def _run(request: CoordinatorRequest, base_url: str | None, options: dict[str, Any]) -> pd.DataFrame:
+    return Coordinator(base_url, **options).execute(request).unwrap()
+
+
+async def _arun(request: CoordinatorRequest, base_url: str | None, options: dict[str, Any]) -> pd.DataFrame:
+    return (await Coordinator(base_url, **options).aexecute(request)).unwrap()
+
+
+def markets(quote: str | Iterable[str] | None = None, *, details: bool = False, base_url: str | None = None,
+            **options: Any) -> pd.DataFrame:
+    """The exchange's trading pairs, indexed by ``market`` (``KRW-BTC``), with ``quote``, ``base``,
+    ``korean_name``, ``english_name``; ``details=True`` adds bool ``warning``, ``caution`` and one
+    column per caution flag. ``quote="KRW"`` (or a list) keeps those quote currencies. Always
+    fetched fresh (one request); it also refreshes the list other calls validate codes against.
+
+    >>> mdcoord.markets("KRW", details=True)
+    """
+    request = CoordinatorRequest.create("markets", () if quote is None else quote, details=details)
+    return _run(request, base_url, options)
+
+
+async def amarkets(quote: str | Iterable[str] | None = None, *, details: bool = False, base_url: str | None = None,
+                   **options: Any) -> pd.DataFrame:
+    """Async twin of :func:`markets`."""
+    request = CoordinatorRequest.create("markets", () if quote is None else quote, details=details)
+    return await _arun(request, base_url, options)
+
+
+def tickers(markets: str | Iterable[str] = "KRW", *, base_url: str | None = None, **options: Any) -> pd.DataFrame:
+    """Current tickers, one row per market, indexed by ``market``.
+
+    ``markets`` takes codes and/or quote currencies: ``"KRW"`` is every KRW market. Codes are
+    checked against the market list first (an unknown one raises :class:`MarketNotFoundError`
+    naming it); the markets are fetched ``tickers_per_request`` (10) per request, concurrently.
+    Numbers are float64; ``trade_timestamp`` and ``timestamp`` are tz-aware UTC.
+
+    >>> mdcoord.tickers("KRW").sort_values("acc_trade_price_24h", ascending=False).head(10)
+    """
+    return _run(CoordinatorRequest.create("tickers", markets), base_url, options)
+
+
+async def atickers(markets: str | Iterable[str] = "KRW", *, base_url: str | None = None, **options: Any) -> pd.DataFrame:
+    """Async twin of :func:`tickers`."""
+    return await _arun(CoordinatorRequest.create("tickers", markets), base_url, options)
+
+
+def orderbooks(markets: str | Iterable[str], *, depth: int | None = None, level: float | None = None,
+               base_url: str | None = None, **options: Any) -> pd.DataFrame:
+    """Order books as one long frame indexed by ``(market, level)`` (level 1 = best).
+
+    Columns ``bid_price, bid_size, ask_price, ask_size`` and the book's ``timestamp`` (UTC).
+    ``depth`` = levels per side (1-30; the exchange's default is 30); ``level`` = price grouping
+    step (KRW markets only). Padding is not liquidity: a side the book does not have is NaN and
+    levels with neither side are dropped. Fetched ``orderbooks_per_request`` (5) markets a request.
+
+    >>> mdcoord.orderbooks(["KRW-BTC", "KRW-ETH"], depth=15)
+    """
+    return _run(CoordinatorRequest.create("orderbooks", markets, depth=depth, level=level), base_url, options)
+
+
+async def aorderbooks(markets: str | Iterable[str], *, depth: int | None = None, level: float | None = None,
+                      base_url: str | None = None, **options: Any) -> pd.DataFrame:
+    """Async twin of :func:`orderbooks`."""
+    return await _arun(CoordinatorRequest.create("orderbooks", markets, depth=depth, level=level), base_url, options)
+
+
+def trades(markets: str | Iterable[str], *, count: int | None = None, start: Any = None, end: Any = None,
+           base_url: str | None = None, **options: Any) -> pd.DataFrame:
+    """Trades (ticks) of the last 7 days, indexed by ``time`` (UTC, ms precision; ``(market, time)``
+    for several markets), sorted by time then ``sequential_id``, without duplicates.
+
+    ``count=N``: exactly the N most recent trades (fewer only if the 7 days hold fewer).
+    ``start``/``end``: every trade with ``start <= time < end``; a start before the first
+    available UTC day raises :class:`InvalidRequestError` naming the earliest time. Columns:
+    ``price, volume, side`` (the taker's: ``"bid"`` = buy) ``, sequential_id, prev_closing_price,
+    change_price``.
+
+    >>> mdcoord.trades("KRW-BTC", count=5000)
+    """
+    return _run(CoordinatorRequest.create("trades", markets, start=start, end=end, count=count), base_url, options)
+
+
+async def atrades(markets: str | Iterable[str], *, count: int | None = None, start: Any = None, end: Any = None,
+                  base_url: str | None = None, **options: Any) -> pd.DataFrame:
+    """Async twin of :func:`trades`."""
+    request = CoordinatorRequest.create("trades", markets, start=start, end=end, count=count)
+    return await _arun(request, base_url, options)

@@ -20,8 +20,9 @@ import pandas as pd
 from ._client import CallStats, Client
 from ._config import Options
 from ._exceptions import ResponseFormatError
-from ._executor import Executor, Outcome, gather_or_cancel
-from ._frames import candle_rows_to_frame, clean_candles
+from ._executor import Outcome, gather_or_cancel
+from ._frames import candle_rows_to_frame, clean_candles, gap_table, index_candles, span_mask
+from ._job import Job, JobResult, failure
 from ._progress import Progress
 from ._planner import HISTORY_FLOOR, PAGE_MAX, CandleChunk, Coverage, plan_count_round, plan_range, proven_by
 from ._request import CoordinatorRequest
@@ -68,19 +69,15 @@ def _ordinals_of(rows: list[dict[str, Any]], tf: Timeframe) -> np.ndarray:
     return tf.ordinal(times.astype("datetime64[ns]").astype(np.int64))
 
 
-class CandleJob:
+class CandleJob(Job[CandleChunk]):
     """One candles request, run on the runtime loop."""
 
     def __init__(
         self, request: CoordinatorRequest, client: Client, options: Options, stats: CallStats, progress: Progress
     ) -> None:
+        super().__init__(request, client, options, stats, progress)
         assert request.timeframe is not None
-        self.req = request
         self.tf: Timeframe = request.timeframe
-        self.client = client
-        self.options = options
-        self.stats = stats
-        self.executor: Executor[CandleChunk] = Executor(self.fetch, options.concurrency, progress, stats)
         # the slot containing the floor: a 2017 yearly candle starts on 2017-01-01
         self.floor = self.tf.slot_of(HISTORY_FLOOR)
 
@@ -101,10 +98,35 @@ class CandleJob:
         return data
 
     # -- the job --------------------------------------------------------------------------------------
-    async def run(self) -> CandleResult:
+    async def run(self) -> JobResult:
         states = [_MarketState(m) for m in self.req.symbols]
         await gather_or_cancel([self._run_market(s) for s in states])
-        return self._assemble(states)
+        return self._finish(self._assemble(states))
+
+    def _finish(self, result: CandleResult) -> JobResult:
+        """Gap report, metadata and the output index."""
+        failed_windows: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+        failures = []
+        for o in result.failures:
+            a, b = o.chunk.window()
+            failed_windows.setdefault(o.chunk.market, []).append((a, b))
+            failures.append(failure(o.chunk.market, f"[{a.isoformat()}, {b.isoformat()})", o.error))  # type: ignore[arg-type]
+        gaps = gap_table(result.frame, self.tf, result.spans, failed_windows)
+        meta = {
+            "gaps_found": len(gaps),
+            "missing_candles": int(gaps["missing"].sum()),
+            "not_fetched": int(gaps.loc[gaps["reason"] == "not_fetched", "missing"].sum()),
+            "spans": {m: [a.isoformat(), b.isoformat()] for m, (a, b) in result.spans.items()},
+            "forming_candle": result.forming.isoformat() if result.forming is not None else None,
+            "timeframe": self.tf.value,
+        }
+        return JobResult(
+            frame=index_candles(result.frame, self.req.symbols),
+            requested_size=result.requested_size,
+            failures=failures,
+            rounds=result.rounds,
+            meta=meta,
+        )
 
     async def _run_market(self, st: _MarketState) -> None:
         req, tf = self.req, self.tf
@@ -183,21 +205,12 @@ class CandleJob:
         all_rows = [r for st in states for page in st.rows for r in page]
         frame = clean_candles(candle_rows_to_frame(all_rows, tf))
         ords = tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
-        keep = np.zeros(len(frame), dtype=bool)
+        keep, first = span_mask(frame["market"].to_numpy(), ords, {st.market: st.span for st in states}, req.count)
         spans: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
-        market_col = frame["market"].to_numpy()
         for st in states:
-            lo, hi = st.span
-            mine = (market_col == st.market) & (ords >= lo) & (ords < hi)
-            if req.count is not None:
-                # the `count` newest: keep the last `count` of this market's rows in the span
-                positions = np.nonzero(mine)[0][-req.count :]
-                mine = np.zeros_like(mine)
-                mine[positions] = True
-                if len(positions):
-                    lo = int(ords[positions[0]])
-            keep |= mine
-            spans[st.market] = (tf.slot_start(lo), tf.slot_start(max(lo, hi)))
+            # a count's span starts at its oldest candle; a range's at the asked start
+            lo = first[st.market] if req.count is not None else st.span[0]
+            spans[st.market] = (tf.slot_start(lo), tf.slot_start(max(lo, st.span[1])))
         frame = frame.loc[keep].reset_index(drop=True)
         forming_ts = None
         forming_rows = [r for st in states for r in st.forming]

@@ -35,6 +35,9 @@ class Options:
     - ``progress``: True/False forces the progress bar; None shows it where a person watches.
     - ``on_error``: "raise" (default) raises :class:`IncompleteDataError` when pieces fail after
       retries; "partial" returns what arrived with the failures listed in ``attrs``.
+    - ``tickers_per_request`` (10) / ``orderbooks_per_request`` (5): markets per request.
+    - ``trades_per_window`` (1000): trades a time window of the trades split aims to hold (its
+      length adapts to how busy the market is); a window continues page by page (500 a page).
     """
 
     base_url: str | None = None
@@ -46,11 +49,17 @@ class Options:
     rate_margin: float = 0.05
     progress: bool | None = None
     on_error: str = "raise"
+    tickers_per_request: int = 10
+    orderbooks_per_request: int = 5
+    trades_per_window: int = 1000
 
     def __post_init__(self) -> None:
         _check_int("concurrency", self.concurrency, 1, 1000)
         _check_int("max_retries", self.max_retries, 0, 100)
         _check_int("rate_limit", self.rate_limit, 1, 10_000)
+        _check_int("tickers_per_request", self.tickers_per_request, 1, 500)
+        _check_int("orderbooks_per_request", self.orderbooks_per_request, 1, 500)
+        _check_int("trades_per_window", self.trades_per_window, 1, 1_000_000)
         for name in ("timeout", "connect_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

@@ -16,20 +16,29 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-import pandas as pd
-
 from ._candles import CandleJob
+from ._job import Job
+from ._markets import MarketsJob
+from ._snapshots import OrderbookJob, TickerJob
+from ._trades import TradeJob
 from ._client import CallStats
 from ._config import Options, get_options, resolve_base_url
 from ._exceptions import IncompleteDataError, MdcoordError
 from ._executor import Executor
-from ._frames import gap_table, index_candles
 from ._progress import Progress
 from ._request import CoordinatorMetadata, CoordinatorRequest, CoordinatorResponse, DataType
 from ._runtime import Runtime, get_runtime
 from ._version import __version__
 
 __all__ = ["Coordinator"]
+
+_JOBS: dict[DataType, type[Job[Any]]] = {
+    DataType.CANDLES: CandleJob,
+    DataType.TICKERS: TickerJob,
+    DataType.ORDERBOOKS: OrderbookJob,
+    DataType.TRADES: TradeJob,
+    DataType.MARKETS: MarketsJob,
+}
 
 
 class Coordinator:
@@ -68,47 +77,25 @@ class Coordinator:
             markets=list(request.symbols),
             version=__version__,
         )
-        label = f"{request.data_type.value} {','.join(request.symbols)[:40]}"
-        progress = Progress(options.progress, label)
-        if request.data_type is not DataType.CANDLES:  # pragma: no cover - grows with data types
-            raise NotImplementedError(request.data_type)
-        job = CandleJob(request, client, options, stats, progress)
-        executor = job.executor
+        progress = Progress(options.progress, f"{request.data_type.value} {','.join(request.symbols)[:40]}".strip())
+        job = _JOBS[request.data_type](request, client, options, stats, progress)
         try:
             result = await job.run()
         except MdcoordError as err:
-            self._fill_counters(meta, stats, executor, started)
+            self._fill_counters(meta, stats, job.executor, started)
             return CoordinatorResponse(False, None, meta, err)
         finally:
             progress.close()
 
-        tf = request.timeframe
-        assert tf is not None
-        failed_windows: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
-        for o in result.failures:
-            failed_windows.setdefault(o.chunk.market, []).append(o.chunk.window())
-        gaps = gap_table(result.frame, tf, result.spans, failed_windows)
         meta.original_request_size = result.requested_size
         meta.rounds = result.rounds
-        meta.gaps_found = len(gaps)
-        meta.missing_candles = int(gaps["missing"].sum())
-        meta.not_fetched = int(gaps.loc[gaps["reason"] == "not_fetched", "missing"].sum())
-        meta.failures = [
-            {
-                "market": o.chunk.market,
-                "range": f"[{o.chunk.window()[0].isoformat()}, {o.chunk.window()[1].isoformat()})",
-                "error": str(o.error),
-                "error_type": type(o.error).__name__,
-            }
-            for o in result.failures
-        ]
+        meta.failures = result.failures
         meta.complete = not result.failures
-        meta.spans = {m: [a.isoformat(), b.isoformat()] for m, (a, b) in result.spans.items()}
-        meta.forming_candle = result.forming.isoformat() if result.forming is not None else None
+        for key, value in result.meta.items():
+            setattr(meta, key, value)
         meta.data_count = len(result.frame)
-        self._fill_counters(meta, stats, executor, started)
-
-        frame = index_candles(result.frame, request.symbols)
+        self._fill_counters(meta, stats, job.executor, started)
+        frame = result.frame
         frame.attrs["mdcoord"] = meta.to_dict()
         if result.failures and options.on_error == "raise":
             return CoordinatorResponse(False, frame, meta, IncompleteDataError(meta.failures, frame))

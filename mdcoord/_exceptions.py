@@ -193,7 +193,9 @@ class IncompleteDataError(MdcoordError):
         self.partial = partial
         lines = [f"{len(failures)} piece(s) could not be fetched after retries:"]
         for f in failures[:10]:
-            lines.append(f"  - {f.get('market')} {f.get('range', '')}: {f.get('error')}")
+            what = f.get("market") or ", ".join(f.get("markets") or []) or "?"
+            where = f" {f['range']}" if f.get("range") else ""
+            lines.append(f"  - {what}{where}: {f.get('error')}")
         if len(failures) > 10:
             lines.append(f"  ... and {len(failures) - 10} more (see .failures)")
         if partial is not None:

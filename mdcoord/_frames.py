@@ -149,3 +149,149 @@ def _split_by(a: int, b: int, fails: list[tuple[int, int]]) -> list[tuple[int, i
         else:
             out.append((lo, hi, reason))
     return out
+
+
+# -- markets -------------------------------------------------------------------------------------
+_CAUTIONS = (
+    "PRICE_FLUCTUATIONS",
+    "TRADING_VOLUME_SOARING",
+    "DEPOSIT_AMOUNT_SOARING",
+    "GLOBAL_PRICE_DIFFERENCES",
+    "CONCENTRATION_OF_SMALL_ACCOUNTS",
+)
+
+
+def markets_to_frame(rows: list[dict[str, Any]], *, details: bool) -> pd.DataFrame:
+    """``/market/all`` rows → index ``market``; ``quote, base, korean_name, english_name``, and with
+    ``details`` a bool ``warning`` plus one bool column per caution flag (lower-case names) and
+    ``caution`` (any of them). Both readings of the warning are handled: the current
+    ``market_event`` object and the older ``market_warning: "CAUTION"|"NONE"`` string."""
+    raw = pd.DataFrame(rows, columns=["market", "korean_name", "english_name"])
+    codes = raw["market"].astype("str").str.upper()
+    parts = codes.str.split("-", n=1, expand=True)
+    out = pd.DataFrame(
+        {
+            "market": codes,
+            "quote": parts[0] if len(raw) else pd.Series([], dtype="str"),
+            "base": parts[1] if len(raw) else pd.Series([], dtype="str"),
+            "korean_name": raw["korean_name"].astype("str"),
+            "english_name": raw["english_name"].astype("str"),
+        }
+    )
+    if details:
+        events = [r.get("market_event") or {} for r in rows]
+        legacy = [r.get("market_warning") for r in rows]
+        out["warning"] = np.array(
+            [bool(e.get("warning")) or w == "CAUTION" for e, w in zip(events, legacy)], dtype=bool
+        )
+        for key in _CAUTIONS:
+            out[key.lower()] = np.array([bool((e.get("caution") or {}).get(key)) for e in events], dtype=bool)
+        out["caution"] = out[[k.lower() for k in _CAUTIONS]].any(axis=1)
+    return out.sort_values("market", kind="stable").set_index("market")
+
+
+# -- tickers -------------------------------------------------------------------------------------
+_TICKER_FLOATS = [
+    "opening_price", "high_price", "low_price", "trade_price", "prev_closing_price", "change_price",
+    "change_rate", "signed_change_price", "signed_change_rate", "trade_volume", "acc_trade_price",
+    "acc_trade_price_24h", "acc_trade_volume", "acc_trade_volume_24h", "highest_52_week_price",
+    "lowest_52_week_price",
+]
+
+
+def tickers_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """``/ticker`` rows → one row per market (the latest ``timestamp`` wins), index ``market``.
+
+    Numbers are float64; ``trade_timestamp`` and ``timestamp`` are tz-aware UTC datetimes (the
+    API's date/time strings in UTC and KST are dropped: they say the same thing), the 52-week
+    dates are UTC midnights; ``change`` is ``RISE``/``EVEN``/``FALL``.
+    """
+    cols = ["market", "trade_timestamp", *_TICKER_FLOATS, "change", "highest_52_week_date",
+            "lowest_52_week_date", "timestamp"]
+    raw = pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame({"market": raw["market"].astype("str").str.upper()})
+    out["trade_timestamp"] = pd.to_datetime(raw["trade_timestamp"].astype("int64"), unit="ms", utc=True)
+    for c in _TICKER_FLOATS:
+        out[c] = raw[c].astype("float64")
+    out["change"] = raw["change"].astype("str")
+    for c in ("highest_52_week_date", "lowest_52_week_date"):
+        out[c] = pd.to_datetime(raw[c], format="%Y-%m-%d", utc=True)
+    out["timestamp"] = pd.to_datetime(raw["timestamp"].astype("int64"), unit="ms", utc=True)
+    out = out.sort_values(["market", "timestamp"], kind="stable").drop_duplicates("market", keep="last")
+    return out.set_index("market")
+
+
+# -- orderbooks ----------------------------------------------------------------------------------
+def orderbooks_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """``/orderbook`` rows → a long frame indexed by ``(market, level)``, level 1 = best.
+
+    Columns ``bid_price, bid_size, ask_price, ask_size`` (float64) and ``timestamp`` (the book's,
+    tz-aware UTC). Padding does not pose as liquidity: a side whose price and size are both zero
+    is NaN, and a level where both sides are padding is dropped. If a market comes back twice,
+    the newer book wins.
+    """
+    books = pd.DataFrame(rows, columns=["market", "timestamp"])
+    books["market"] = books["market"].astype("str").str.upper()
+    books["timestamp"] = pd.to_datetime(books["timestamp"].astype("int64"), unit="ms", utc=True)
+    books["n"] = [len(r.get("orderbook_units") or []) for r in rows]
+    keep = books.sort_values("timestamp", kind="stable").drop_duplicates("market", keep="last").index
+    units = [u for i in keep for u in (rows[i].get("orderbook_units") or [])]
+    levels = pd.DataFrame(units, columns=["bid_price", "bid_size", "ask_price", "ask_size"]).astype("float64")
+    owner = books.loc[keep]
+    levels.insert(0, "market", np.repeat(owner["market"].to_numpy(), owner["n"].to_numpy()))
+    levels.insert(1, "level", np.concatenate([np.arange(1, n + 1) for n in owner["n"]]) if len(owner) else [])
+    levels["timestamp"] = np.repeat(owner["timestamp"].to_numpy(), owner["n"].to_numpy())
+    for side in ("bid", "ask"):
+        pad = (levels[f"{side}_price"] == 0) & (levels[f"{side}_size"] == 0)
+        levels.loc[pad, [f"{side}_price", f"{side}_size"]] = np.nan
+    levels = levels[levels["bid_price"].notna() | levels["ask_price"].notna()]
+    levels["level"] = levels["level"].astype("int64")
+    return levels.sort_values(["market", "level"], kind="stable").set_index(["market", "level"])
+
+
+# -- trades --------------------------------------------------------------------------------------
+def trades_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """``/trades/ticks`` rows → flat frame: ``market, time`` (tz-aware UTC from the ms timestamp),
+    ``price, volume`` (float64), ``side`` (``"ask"``/``"bid"``: the taker's side),
+    ``sequential_id`` (int64), ``prev_closing_price, change_price``."""
+    cols = ["market", "timestamp", "trade_price", "trade_volume", "ask_bid", "sequential_id",
+            "prev_closing_price", "change_price"]
+    raw = pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(
+        {
+            "market": raw["market"].astype("str").str.upper(),
+            "time": pd.to_datetime(raw["timestamp"].astype("int64"), unit="ms", utc=True).astype(
+                "datetime64[ns, UTC]"
+            ),
+            "price": raw["trade_price"].astype("float64"),
+            "volume": raw["trade_volume"].astype("float64"),
+            "side": raw["ask_bid"].astype("str").str.lower(),
+            "sequential_id": raw["sequential_id"].astype("int64"),
+            "prev_closing_price": raw["prev_closing_price"].astype("float64"),
+            "change_price": raw["change_price"].astype("float64"),
+        }
+    )
+    return out
+
+
+def clean_trades(df: pd.DataFrame) -> pd.DataFrame:
+    """Drop duplicate trades (same market and ``sequential_id``) and sort by market, time, id."""
+    out = df.drop_duplicates(subset=["market", "sequential_id"], keep="last")
+    return out.sort_values(["market", "time", "sequential_id"], kind="stable").reset_index(drop=True)
+
+
+def span_mask(
+    market_col: np.ndarray, keys: np.ndarray, spans: dict[str, tuple[int, int]], count: int | None
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows to keep of a frame sorted by (market, key): per market those with ``lo <= key < hi``
+    and, with ``count``, only the last ``count`` of them. Also returns each market's first kept
+    key (``lo`` when none is kept)."""
+    keep = np.zeros(len(keys), dtype=bool)
+    first: dict[str, int] = {}
+    for market, (lo, hi) in spans.items():  # a loop over markets, not rows
+        mine = np.nonzero((market_col == market) & (keys >= lo) & (keys < hi))[0]
+        if count is not None:
+            mine = mine[-count:]
+        keep[mine] = True
+        first[market] = int(keys[mine[0]]) if len(mine) else lo
+    return keep, first

@@ -38,6 +38,10 @@ class DataType(enum.Enum):
     """What kind of data a request asks for."""
 
     CANDLES = "candles"
+    TICKERS = "tickers"
+    ORDERBOOKS = "orderbooks"
+    TRADES = "trades"
+    MARKETS = "markets"
 
 
 class SplitStrategy(enum.Enum):
@@ -49,10 +53,17 @@ class SplitStrategy(enum.Enum):
     COUNT = "count"
 
 
-# The strategies each data type can run; the first is what AUTO means.
+# The strategies each data type can run; the first is what AUTO means (trades: TIME for a range,
+# COUNT for count=N — the same windows-then-cursor machinery, named by what bounds it).
 SUPPORTED_STRATEGIES: dict[DataType, tuple[SplitStrategy, ...]] = {
     DataType.CANDLES: (SplitStrategy.TIME,),
+    DataType.TICKERS: (SplitStrategy.SYMBOL,),
+    DataType.ORDERBOOKS: (SplitStrategy.SYMBOL,),
+    DataType.TRADES: (SplitStrategy.TIME, SplitStrategy.COUNT),
+    DataType.MARKETS: (SplitStrategy.SYMBOL,),
 }
+_QUOTE_RE = re.compile(r"^[A-Z0-9]{2,10}$")
+MAX_DEPTH = 30
 
 
 def _parse_enum(enum_cls: type[enum.Enum], value: object, name: str) -> Any:
@@ -80,7 +91,9 @@ def normalize_market(code: object) -> str:
     return norm
 
 
-def _normalize_markets(symbols: object) -> tuple[str, ...]:
+def _normalize_symbols(symbols: object, *, quotes_allowed: bool) -> tuple[str, ...]:
+    """Market codes (and, where allowed, quote currencies such as ``"KRW"``), upper-cased,
+    duplicates collapsed in order of first appearance."""
     if isinstance(symbols, str):
         items: list[object] = [symbols]
     elif isinstance(symbols, Iterable):
@@ -91,8 +104,11 @@ def _normalize_markets(symbols: object) -> tuple[str, ...]:
         raise InvalidRequestError("no markets given: pass a code like 'KRW-BTC' or a non-empty list")
     out: list[str] = []
     for item in items:
-        code = normalize_market(item)
-        if code not in out:  # duplicates collapse; order of first appearance is kept
+        if quotes_allowed and isinstance(item, str) and _QUOTE_RE.match(item.strip().upper()):
+            code = item.strip().upper()
+        else:
+            code = normalize_market(item)
+        if code not in out:
             out.append(code)
     return tuple(out)
 
@@ -101,9 +117,12 @@ def _normalize_markets(symbols: object) -> tuple[str, ...]:
 class CoordinatorRequest:
     """A normalized, validated request. Build it with :meth:`create`.
 
-    Range semantics: ``start`` inclusive, ``end`` exclusive, both tz-aware UTC. ``count`` alone
-    means the ``count`` most recent *closed* candles; ``count`` with ``end`` the ``count`` newest
-    candles starting before ``end``; ``count`` with ``start`` is rejected (ambiguous).
+    - candles: ``timeframe`` and ``count`` (the most recent *closed* candles, or the newest before
+      ``end``) or ``start`` with an optional ``end`` (start inclusive, end exclusive, tz-aware UTC).
+    - trades: ``count`` (the most recent trades) or ``start``/``end`` within the last 7 days.
+    - tickers: market codes and/or quote currencies (``"KRW"`` = every KRW market).
+    - orderbooks: market codes, ``depth`` (levels, 1-30) and ``level`` (KRW price grouping).
+    - markets: quote currencies to keep (empty = all) and ``details``.
     """
 
     data_type: DataType
@@ -114,12 +133,15 @@ class CoordinatorRequest:
     count: int | None = None
     split_strategy: SplitStrategy = SplitStrategy.AUTO
     include_forming: bool = False
+    depth: int | None = None
+    level: float | None = None
+    details: bool = False
 
     @classmethod
     def create(
         cls,
         data_type: DataType | str,
-        symbols: str | Iterable[str],
+        symbols: str | Iterable[str] = (),
         timeframe: Timeframe | str | None = None,
         *,
         start: Any = None,
@@ -127,6 +149,9 @@ class CoordinatorRequest:
         count: int | None = None,
         split_strategy: SplitStrategy | str = "auto",
         include_forming: bool = False,
+        depth: int | None = None,
+        level: float | None = None,
+        details: bool = False,
     ) -> CoordinatorRequest:
         dt = _parse_enum(DataType, data_type, "data type")
         strategy = _parse_enum(SplitStrategy, split_strategy, "split_strategy")
@@ -136,50 +161,87 @@ class CoordinatorRequest:
                 f"split_strategy {strategy.value!r} does not apply to {dt.value}; "
                 f"use 'auto' or one of {[s.value for s in supported]}"
             )
-        markets = _normalize_markets(symbols)
+        if dt is DataType.MARKETS:
+            symbols_n = () if symbols in ((), [], None) else _normalize_symbols(symbols, quotes_allowed=True)
+            if any("-" in q for q in symbols_n):
+                raise InvalidRequestError(f"markets() filters by quote currency such as 'KRW', not by code: {symbols_n}")
+        else:
+            symbols_n = _normalize_symbols(symbols, quotes_allowed=dt is DataType.TICKERS)
         tf = Timeframe.parse(timeframe) if timeframe is not None else None
         if dt is DataType.CANDLES and tf is None:
             raise InvalidRequestError("candles need a timeframe such as '1m', '1h' or '1d'")
+        if dt is not DataType.CANDLES and tf is not None:
+            raise InvalidRequestError(f"{dt.value} take no timeframe")
         start_ts = to_utc(start, "start") if start is not None else None
         end_ts = to_utc(end, "end") if end is not None else None
-        if count is not None:
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise InvalidRequestError(f"count must be a positive int, got {count!r}")
-            if count <= 0:
-                raise InvalidRequestError(f"count must be > 0, got {count}")
-            if count > MAX_COUNT:
-                raise InvalidRequestError(f"count={count} is larger than the supported {MAX_COUNT}; use start/end")
-            if start_ts is not None:
-                raise InvalidRequestError(
-                    "give either start (with an optional end) or count (with an optional end), not count with start"
-                )
-        elif start_ts is None:
-            raise InvalidRequestError("give start (and optionally end) or count")
-        if start_ts is not None and end_ts is not None and end_ts <= start_ts:
-            raise InvalidRequestError(f"end ({end_ts.isoformat()}) must be after start ({start_ts.isoformat()})")
+        if dt in (DataType.CANDLES, DataType.TRADES):
+            _check_window(count, start_ts, end_ts)
+        elif count is not None or start_ts is not None or end_ts is not None:
+            raise InvalidRequestError(f"{dt.value} are a snapshot: they take no count, start or end")
+        if dt is DataType.TRADES and strategy is not SplitStrategy.AUTO:
+            wanted = SplitStrategy.COUNT if count is not None else SplitStrategy.TIME
+            if strategy is not wanted:
+                raise InvalidRequestError(f"trades with {'count' if count else 'start/end'} use split_strategy {wanted.value!r}")
         if not isinstance(include_forming, bool):
             raise InvalidRequestError(f"include_forming must be True or False, got {include_forming!r}")
-        return cls(dt, markets, tf, start_ts, end_ts, count, strategy, include_forming)
+        if depth is not None:
+            if dt is not DataType.ORDERBOOKS:
+                raise InvalidRequestError("depth applies to orderbooks only")
+            if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
+                raise InvalidRequestError(f"depth must be an int from 1 to {MAX_DEPTH} (book levels), got {depth!r}")
+        if level is not None:
+            if dt is not DataType.ORDERBOOKS:
+                raise InvalidRequestError("level applies to orderbooks only")
+            if isinstance(level, bool) or not isinstance(level, (int, float)) or level < 0:
+                raise InvalidRequestError(f"level must be a price step >= 0 (KRW markets only), got {level!r}")
+        if not isinstance(details, bool):
+            raise InvalidRequestError(f"details must be True or False, got {details!r}")
+        return cls(dt, symbols_n, tf, start_ts, end_ts, count, strategy, include_forming, depth, level, details)
 
     @property
     def strategy_used(self) -> SplitStrategy:
         """The strategy that will actually run (AUTO resolved)."""
-        if self.split_strategy is SplitStrategy.AUTO:
-            return SUPPORTED_STRATEGIES[self.data_type][0]
-        return self.split_strategy
+        if self.split_strategy is not SplitStrategy.AUTO:
+            return self.split_strategy
+        if self.data_type is DataType.TRADES:
+            return SplitStrategy.COUNT if self.count is not None else SplitStrategy.TIME
+        return SUPPORTED_STRATEGIES[self.data_type][0]
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-safe echo of the request, for metadata."""
-        return {
-            "data_type": self.data_type.value,
-            "markets": list(self.symbols),
-            "timeframe": self.timeframe.value if self.timeframe else None,
-            "start": self.start.isoformat() if self.start is not None else None,
-            "end": self.end.isoformat() if self.end is not None else None,
-            "count": self.count,
-            "split_strategy": self.split_strategy.value,
-            "include_forming": self.include_forming,
-        }
+        """A JSON-safe echo of the request, for metadata (only the fields that apply)."""
+        d: dict[str, Any] = {"data_type": self.data_type.value, "markets": list(self.symbols)}
+        if self.data_type in (DataType.CANDLES, DataType.TRADES):
+            d.update(
+                start=self.start.isoformat() if self.start is not None else None,
+                end=self.end.isoformat() if self.end is not None else None,
+                count=self.count,
+            )
+        if self.data_type is DataType.CANDLES:
+            d.update(timeframe=self.timeframe.value if self.timeframe else None, include_forming=self.include_forming)
+        if self.data_type is DataType.ORDERBOOKS:
+            d.update(depth=self.depth, level=self.level)
+        if self.data_type is DataType.MARKETS:
+            d.update(details=self.details)
+        d["split_strategy"] = self.split_strategy.value
+        return d
+
+
+def _check_window(count: int | None, start_ts: pd.Timestamp | None, end_ts: pd.Timestamp | None) -> None:
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise InvalidRequestError(f"count must be a positive int, got {count!r}")
+        if count <= 0:
+            raise InvalidRequestError(f"count must be > 0, got {count}")
+        if count > MAX_COUNT:
+            raise InvalidRequestError(f"count={count} is larger than the supported {MAX_COUNT}; use start/end")
+        if start_ts is not None:
+            raise InvalidRequestError(
+                "give either start (with an optional end) or count (with an optional end), not count with start"
+            )
+    elif start_ts is None:
+        raise InvalidRequestError("give start (and optionally end) or count")
+    if start_ts is not None and end_ts is not None and end_ts <= start_ts:
+        raise InvalidRequestError(f"end ({end_ts.isoformat()}) must be after start ({start_ts.isoformat()})")
 
 
 @dataclass

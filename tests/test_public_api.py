@@ -12,7 +12,8 @@ PUBLIC = {
     "IncompleteDataError", "InvalidRequestError", "MarketNotFoundError", "MdcoordError", "NotFoundError",
     "Options", "RateLimitError", "RequestTimeoutError", "ResponseFormatError", "RetryPolicy", "ServerError",
     "SplitStrategy", "Timeframe", "TransportError", "__version__", "acandles", "candles", "gaps",
-    "get_options", "set_options",
+    "get_options", "set_options", "markets", "amarkets", "tickers", "atickers", "orderbooks", "aorderbooks",
+    "trades", "atrades",
 }
 
 
@@ -35,8 +36,10 @@ def test_every_error_is_an_mdcoord_error() -> None:
 
 
 def test_async_twins_take_the_same_arguments() -> None:
-    assert inspect.signature(mdcoord.candles).parameters.keys() == inspect.signature(mdcoord.acandles).parameters.keys()
-    assert inspect.iscoroutinefunction(mdcoord.acandles)
+    for name in ("candles", "markets", "tickers", "orderbooks", "trades"):
+        sync, twin = getattr(mdcoord, name), getattr(mdcoord, "a" + name)
+        assert inspect.signature(sync).parameters.keys() == inspect.signature(twin).parameters.keys()
+        assert inspect.iscoroutinefunction(twin) and not inspect.iscoroutinefunction(sync)
 
 
 def test_typed_package() -> None:

@@ -1,9 +1,11 @@
 """An embedded, deterministic, Upbit-compatible quotation server for testing Upbit clients.
 
-The sim is a real aiohttp server on 127.0.0.1 serving ``/v1/market/all`` and every candle
-endpoint exactly as documented in ``UPBIT_API.md`` (fields and their order, ``to`` and
-``count`` semantics, errors, ``Remaining-Req``), over a synthetic market of ~310 pairs that is
-a pure function of ``seed`` and ``now``. It enforces Upbit's limits strictly (429, then 418),
+The sim is a real aiohttp server on 127.0.0.1 serving every quotation endpoint —
+``/v1/market/all``, every candle unit, ``/v1/ticker`` and ``/v1/ticker/all``, ``/v1/orderbook``
+(and ``/orderbook/instruments``), ``/v1/trades/ticks`` — exactly as documented in
+``UPBIT_API.md`` (fields and their order, parameter semantics, errors, ``Remaining-Req``), over
+a synthetic market of ~310 pairs that is a pure function of ``seed`` and ``now``. Tickers,
+books and trades are read from the same tape as the candles, so they agree with them. It enforces Upbit's limits strictly (429, then 418),
 can add latency/jitter and inject faults, and logs every request. It imports nothing from the
 rest of mdcoord.
 
@@ -23,6 +25,7 @@ The model alone (no server)::
     from mdcoord.sim import SyntheticMarket
     m = SyntheticMarket(seed=7, now="2026-11-24T12:00:00Z")
     m.latest_candles("KRW-BTC", "days", count=200)
+    m.ticker("KRW-BTC"), m.orderbook("KRW-BTC", count=15), m.ticks("KRW-BTC", count=500, days_ago=1)
 
 From a shell: ``python -m mdcoord.sim --port 8080 --seed 7 --now 2026-11-24T12:00:00Z``.
 """

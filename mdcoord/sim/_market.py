@@ -1,8 +1,9 @@
 """``SyntheticMarket``: the deterministic exchange model every endpoint is built on.
 
 The model answers "which candles exist and what are they" for any market, interval and range,
-from the tape in ``_tape`` through the one aggregation in ``_bars``. It is usable without a
-server (ground truth for tests)::
+from the tape in ``_tape`` through the one aggregation in ``_bars``; tickers (``_ticker``),
+orderbooks (``_orderbook``) and trade pages (``_ticks``) are read from the same tables. It is
+usable without a server (ground truth for tests; the endpoints call the same methods)::
 
     m = SyntheticMarket(seed=7, now="2026-11-24T12:00:00Z")
     rows = m.candles("KRW-BTC", "minutes", 5, "2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z")
@@ -17,6 +18,7 @@ Caching (all bounded; generation is deterministic, so eviction costs time, never
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -27,10 +29,18 @@ from ._cache import LRUCache
 from ._catalog import CAUTION_KEYS, DELISTED, MarketInfo, build_catalog
 from ._clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, Clock, dt_to_ms, format_date, format_naive, ms_to_dt
 from ._interval import Interval, Kind
-from ._tape import BLOCK_DAYS, MinuteBlock, PricePath, Tape, build_path, day_tape, minute_block
+from ._orderbook import MAX_UNITS, build_book, instrument_row, level_multiple, orderbook_row
+from ._tape import BLOCK_DAYS, MinuteBlock, PricePath, Tape, build_path, day_tape, minute_block, round_to_tick
+from ._ticker import WEEKS_52_DAYS, Extremes, LastTrade, ticker_row
+from ._ticks import MAX_COUNT, RETENTION_DAYS, page_bounds, parse_time_of_day, tick_window
+from ._ticks import rows as tick_rows
 
 _KST = 9 * 3_600_000
 _TABLES: LRUCache[Any] = LRUCache(256 * 2**20, lambda v: int(v.nbytes))
+# Day aggregates of single days (minute blocks, tapes), a few hundred bytes each: the 52 weeks a
+# ticker needs cost ~20 ms per market to generate, so they are shared by every model in the
+# process without pushing the big tables out of ``_TABLES``.
+_DAYS: LRUCache[Any] = LRUCache(64 * 2**20, lambda v: int(v[0].nbytes + v[1].nbytes))
 
 
 def _set_cache_budget(max_bytes: int) -> None:
@@ -93,6 +103,8 @@ class SyntheticMarket:
         self._lock = threading.Lock()
         order = np.random.default_rng([self.seed, 3]).permutation(len(self._served))
         self._shuffled = [list(self._served)[i] for i in order]
+        self._weeks52: dict[tuple[str, int], Extremes | None] = {}  # completed days, per (code, day)
+        self._snapshots: dict[tuple[str, int], dict[str, Any]] = {}  # tickers per (code, now)
         _set_cache_budget(cache_bytes)
 
     # ----------------------------------------------------------------- catalog
@@ -208,6 +220,181 @@ class SyntheticMarket:
             return day_tape(info, self._path(info), -1, self.seed)
         return Tape(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("ts", "price", "volume", "bid")))
 
+
+    # ------------------------------------------------------------- quotations
+    def last_trade(self, code: str) -> LastTrade | None:
+        """The latest trade strictly before now (None if the market never traded)."""
+        return self._last_trade(self._require(code), self.now_ms())
+
+    def ticker(self, code: str) -> dict[str, Any]:
+        """The ``/ticker`` row of one market at now (same function the endpoint calls)."""
+        return self.tickers([code])[0]
+
+    def tickers(self, codes: Iterable[str]) -> list[dict[str, Any]]:
+        """``/ticker`` rows in the given order; ``KeyError`` if any code is unknown or delisted.
+
+        Consistency: ``trade_*`` = the last trade before now; ``opening/high/low_price`` and
+        ``acc_trade_*`` = today's daily candle so far (UTC day); ``prev_closing_price`` = the
+        close of the last earlier day with trades; ``*_24h`` = sums over ``[now - 24 h, now)``;
+        52-week extremes over the daily candles of the 364 UTC days ending today. The first call
+        for a market builds its 52 weeks of day aggregates (tens of ms); later calls are cheap.
+        """
+        infos = [self._require(c) for c in codes]
+        now = self.now_ms()
+        return [self._ticker(info, now) for info in infos]
+
+    def orderbook(self, code: str, count: int = MAX_UNITS, level: float = 0) -> dict[str, Any] | None:
+        """The ``/orderbook`` row at now; None if ``level`` is not supported for the market.
+
+        ``count`` outside 1-30 means 30 (as on Upbit). Deterministic in (seed, market, the last
+        trade's time): the book is rebuilt at each trade and stamped with its timestamp.
+        """
+        info = self._require(code)
+        now = self.now_ms()
+        count = count if 1 <= count <= MAX_UNITS else MAX_UNITS
+        last = self._last_trade_or_listing(info, now)
+        tick = self._path(info).tick(info.quote, last.ts // MS_PER_DAY)
+        m = level_multiple(float(level), info.quote, tick)
+        if m is None:
+            return None
+        book = build_book(self.seed, info.mid, last.ts, last.price, last.taker_bought, tick,
+                          info.rate_per_min, info.trade_value, depth_ticks=(count + 1) * m)
+        return orderbook_row(info.code, last.ts, book, count, m, level)
+
+    def orderbook_instrument(self, code: str) -> dict[str, Any]:
+        """The ``/orderbook/instruments`` row: tick size and supported ``level`` values (strings)."""
+        info = self._require(code)
+        last = self._last_trade_or_listing(info, self.now_ms())
+        return instrument_row(info.code, info.quote, self._path(info).tick(info.quote, last.ts // MS_PER_DAY))
+
+    def ticks(
+        self,
+        code: str,
+        *,
+        to: str | int | None = None,
+        count: int = 1,
+        cursor: int | None = None,
+        days_ago: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """What ``/trades/ticks`` answers (the endpoint calls this), rows newest first.
+
+        ``days_ago`` 1-7 picks that UTC day before today (None: today); ``to`` (``HHmmss``,
+        ``HH:mm:ss`` or ms since midnight) keeps trades strictly before that UTC time of day;
+        ``cursor`` (a ``sequential_id``) keeps trades ordered before that trade; ``count`` is
+        capped at 500. Only today and the 7 days before exist. ``ValueError`` on bad values.
+        """
+        info = self._require(code)
+        now = self.now_ms()
+        if days_ago is not None and not 1 <= days_ago <= RETENTION_DAYS:
+            raise ValueError(f"days_ago must be 1-{RETENTION_DAYS}, got {days_ago}")
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        to_ms = parse_time_of_day(to) if isinstance(to, str) else to
+        first = max(info.listing_ms, self.horizon_day * MS_PER_DAY)
+        lo, hi = tick_window(now, days_ago, to_ms, first)
+        return self._trade_page(info, lo, hi, min(count, MAX_COUNT), cursor, now)
+
+    def trade_rows(self, code: str, start: datetime | str, end: datetime | str) -> list[dict[str, Any]]:
+        """Every trade with ``start <= timestamp < min(end, now)`` as ``/trades/ticks`` rows, newest first.
+
+        Ground truth for the endpoint: the same rows, built by the same function, but for any
+        range of the seconds era (the endpoint serves today and the 7 days before).
+        """
+        info = self._require(code)
+        now = self.now_ms()
+        lo = max(dt_to_ms(start), info.listing_ms, self.horizon_day * MS_PER_DAY)
+        return self._trade_page(info, lo, min(dt_to_ms(end), now), None, None, now)
+
+    def _trade_page(self, info: MarketInfo, lo: int, hi: int, count: int | None, cursor: int | None,
+                    now: int) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        if hi <= lo:
+            return rows
+        for day in range((hi - 1) // MS_PER_DAY, lo // MS_PER_DAY - 1, -1):  # newest day first
+            tape = self._tape(info, day)
+            a, b = page_bounds(tape, max(lo, day * MS_PER_DAY), min(hi, (day + 1) * MS_PER_DAY), count, cursor)
+            if b > a:
+                prev = self._last_close_before(info, day, now)
+                rows += tick_rows(info.code, tape, a, b, float(tape.price[0]) if prev is None else prev)
+            if count is not None:
+                count -= b - a
+                if count <= 0:
+                    break
+        return rows
+
+    def _last_trade(self, info: MarketInfo, now: int) -> LastTrade | None:
+        day = (now - 1) // MS_PER_DAY
+        first = info.listing_ms // MS_PER_DAY
+        while day >= max(first, self.horizon_day):
+            tape = self._tape(info, day)
+            k = int(np.searchsorted(tape.ts, now, side="left"))
+            if k:
+                return LastTrade(int(tape.ts[k - 1]), float(tape.price[k - 1]), float(tape.volume[k - 1]), bool(tape.bid[k - 1]))
+            day -= 1
+        while day >= first:  # minute era: the last print of the last minute (its own size is not kept)
+            bars = self._minute_bars(info, day, now)
+            if len(bars):
+                return LastTrade(int(bars.last[-1]), float(bars.close[-1]), float(bars.volume[-1]), False)
+            day -= 1
+        return None
+
+    def _last_trade_or_listing(self, info: MarketInfo, now: int) -> LastTrade:
+        """The last trade, or for a market that has not traded yet a zero-size print at listing."""
+        last = self._last_trade(info, now)
+        if last is not None:
+            return last
+        day = info.listing_ms // MS_PER_DAY
+        path = self._path(info)
+        price = float(round_to_tick(np.exp(path.log_anchor[day - path.day0 : day - path.day0 + 1]), path.tick(info.quote, day))[0])
+        return LastTrade(info.listing_ms, price, 0.0, False)
+
+    def _ticker(self, info: MarketInfo, now: int) -> dict[str, Any]:
+        key = (info.code, now)
+        hit = self._snapshots.get(key)  # a frozen clock answers the same snapshot again and again
+        if hit is not None:
+            return hit
+        today = now // MS_PER_DAY
+        last = self._last_trade_or_listing(info, now)
+        bars = self._day_bars(info, today, today + 1, now)
+        day = None
+        if len(bars):
+            day = (float(bars.open[0]), float(bars.high[0]), float(bars.low[0]), float(bars.value[0]), float(bars.volume[0]))
+        prev = self._last_close_before(info, today, now)
+        if prev is None:  # listing day: compare with its own open, like the daily candle does
+            prev = day[0] if day is not None else last.price
+        weeks = self._weeks52_before(info, today, now)
+        recent = Extremes.of(bars.start, bars.high, bars.low)
+        merged = weeks.merge(recent) if weeks is not None else recent
+        if merged is None:
+            merged = Extremes(last.price, last.ts, last.price, last.ts)
+        row = ticker_row(info.code, now, last, day, prev, self._sums(info, now - MS_PER_DAY, now), merged)
+        if len(self._snapshots) > 4096:
+            self._snapshots.clear()
+        self._snapshots[key] = row
+        return row
+
+    def _weeks52_before(self, info: MarketInfo, today: int, now: int) -> Extremes | None:
+        """Extremes of the completed days of the 52-week window ending today (cached per day)."""
+        key = (info.code, today)
+        if key not in self._weeks52:
+            bars = self._day_bars(info, today - WEEKS_52_DAYS + 1, today, now)
+            self._weeks52[key] = Extremes.of(bars.start, bars.high, bars.low)
+        return self._weeks52[key]
+
+    def _sums(self, info: MarketInfo, lo: int, hi: int) -> tuple[float, float]:
+        """(quote value, base volume) of the trades in ``[lo, hi)`` (minute-exact before the tape)."""
+        value = volume = 0.0
+        for day in range(max(lo, info.listing_ms) // MS_PER_DAY, (hi - 1) // MS_PER_DAY + 1):
+            if day >= self.horizon_day:
+                t = self._tape(info, day).slice_ms(lo, hi)
+                value += float(np.dot(t.price, t.volume))
+                volume += float(t.volume.sum())
+            else:
+                b = self._minute_bars(info, day, hi).clip(lo, hi)
+                value += float(b.value.sum())
+                volume += float(b.volume.sum())
+        return value, volume
+
     # ------------------------------------------------------------------ sources
     def _require(self, code: str) -> MarketInfo:
         canon = self.resolve(code)
@@ -235,6 +422,23 @@ class SyntheticMarket:
     def _block(self, info: MarketInfo, block: int) -> MinuteBlock:
         key = ("block", *self._key(info), block)
         return _TABLES.get_or_make(key, lambda: minute_block(info, self._path(info), block, self.seed, self.horizon_day))
+
+    def _block_days(self, info: MarketInfo, block: int) -> tuple[np.ndarray, Bars]:
+        """``MinuteBlock.day_bars()`` of a block, cached process-wide; the block itself is not kept."""
+        def make() -> tuple[np.ndarray, Bars]:
+            blk = _TABLES.peek(("block", *self._key(info), block))
+            if blk is None:
+                blk = minute_block(info, self._path(info), block, self.seed, self.horizon_day)
+            return blk.day_bars()
+        return _DAYS.get_or_make(("block-days", *self._key(info), block), make)
+
+    def _tape_day(self, info: MarketInfo, day: int) -> tuple[np.ndarray, Bars]:
+        """The day aggregate of a whole tape day (``has``, one-row bars), cached process-wide."""
+        def make() -> tuple[np.ndarray, Bars]:
+            # Aggregating the day straight from its tape equals aggregating its minutes.
+            agg = self._tape(info, day, keep=False).bars(MS_PER_DAY)
+            return np.array([len(agg) > 0]), agg
+        return _DAYS.get_or_make(("tape-day", *self._key(info), day), make)
 
     def _minute_bars(self, info: MarketInfo, day: int, now: int) -> Bars:
         """1-minute bars of a day, trades before ``now`` only."""
@@ -296,16 +500,15 @@ class SyntheticMarket:
     def _fill(self, info: MarketInfo, store: _DayStore, d0: int, d1: int) -> None:
         missing = np.flatnonzero(~store.known[d0 - store.day0 : d1 - store.day0]) + d0
         for block in np.unique(missing[missing < self.horizon_day] // BLOCK_DAYS):
-            has, bars = self._block(info, int(block)).day_bars()
+            has, bars = self._block_days(info, int(block))
             for i in range(BLOCK_DAYS):  # 16 scalar stores per block: negligible
                 day = int(block) * BLOCK_DAYS + i
                 if d0 <= day < d1 and not store.known[day - store.day0]:
                     store.put(day, bool(has[i]), bars, i)
         for day in missing[missing >= self.horizon_day].tolist():
-            # Aggregating the day straight from its tape equals aggregating its minutes; the
-            # tape is not kept (a days request would otherwise flush the cache with 93 tapes).
-            agg = self._tape(info, day, keep=False).bars(MS_PER_DAY)
-            store.put(day, len(agg) > 0, agg)
+            # The tape is not kept (a days request would otherwise flush the cache with 93 tapes).
+            has, agg = self._tape_day(info, day)
+            store.put(day, bool(has[0]), agg)
 
     # ------------------------------------------------------------------ queries
     def _range(self, info: MarketInfo, iv: Interval, lo: int, hi: int, now: int) -> Bars:
@@ -373,12 +576,14 @@ class SyntheticMarket:
 
     def _last_close_before(self, info: MarketInfo, day: int, now: int) -> float | None:
         first_day = info.listing_ms // MS_PER_DAY
+        step = 1  # usually yesterday traded: look there first, then further back in growing steps
         while day > first_day:
-            lo = max(first_day, day - 64)
+            lo = max(first_day, day - step)
             bars = self._day_bars(info, lo, day, now)
             if len(bars):
                 return float(bars.close[-1])
             day = lo
+            step = min(step * 4, 64)
         return None
 
     # ------------------------------------------------------------------- rows

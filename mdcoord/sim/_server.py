@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import re
 import time
@@ -25,6 +26,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from ._clock import parse_to
 from ._config import SimConfig
@@ -33,6 +35,7 @@ from ._interval import MINUTE_UNITS, Kind
 from ._limits import RateLimiter
 from ._log import RequestLog, RequestRecord
 from ._market import SyntheticMarket
+from ._ticks import RETENTION_DAYS, parse_time_of_day
 
 JSON_TYPE = "application/json;charset=UTF-8"
 MISSING = "Missing request parameter error. Check the required parameters!"
@@ -44,6 +47,17 @@ TOO_MANY = "Too many API requests."
 NO_ROUTE = b'{"error":{"name":"not_found","message":"no Route matched with those values"}}'
 
 _CANDLE_PATH = re.compile(r"^/v1/candles/(seconds|minutes/([^/]+)|days|weeks|months|years)$")
+_INT = re.compile(r"[+-]?\d+")
+Query = MultiDictProxy[str]  # repeated keys kept: ``markets=A&markets=B`` is a documented form
+
+
+_QUOTE_ROUTES = {  # path -> (rate-limit group, handler method)
+    "/v1/ticker": ("ticker", "_ticker"),
+    "/v1/ticker/all": ("ticker", "_ticker_all"),
+    "/v1/orderbook": ("orderbook", "_orderbook"),
+    "/v1/orderbook/instruments": ("orderbook", "_instruments"),
+    "/v1/trades/ticks": ("crix-trades", "_trades_ticks"),
+}
 
 
 class ApiError(Exception):
@@ -102,7 +116,8 @@ class Server:
         if up:
             await asyncio.sleep(up)
         arrival, wall = time.monotonic(), datetime.now(UTC)
-        query = {k: v for k, v in request.query.items()}
+        params = request.query
+        query = {k: ",".join(params.getall(k)) for k in params}  # for the log: repeats joined
         route = self._route(request.method, request.path)
 
         def record(group: str | None, status: int | None, fault: str | None, rows: int | None) -> None:
@@ -122,8 +137,8 @@ class Server:
             return await self._send(self._too_many(headers))
         fault = self.faults.take(route.group)
         if fault is not None:
-            return await self._faulty(request, fault, route, query, headers, record, group)
-        response, rows = await self._answer(route, query, headers)
+            return await self._faulty(request, fault, route, params, headers, record, group)
+        response, rows = await self._answer(route, params, headers)
         record(group, response.status, None, rows)
         return await self._send(response)
 
@@ -137,7 +152,7 @@ class Server:
         return response
 
     # ----------------------------------------------------------------- answers
-    async def _answer(self, route: Route, query: dict[str, str], headers: dict[str, str]) -> tuple[web.Response, int | None]:
+    async def _answer(self, route: Route, query: Query, headers: dict[str, str]) -> tuple[web.Response, int | None]:
         try:
             rows = await asyncio.get_running_loop().run_in_executor(self._pool, route.handler, query)
         except ApiError as e:
@@ -159,7 +174,7 @@ class Server:
         return web.Response(status=418, body=_error_body(418, message),
                             headers={**h, "Retry-After": str(whole), "Content-Type": JSON_TYPE})
 
-    async def _faulty(self, request: web.Request, fault: Fault, route: Route, query: dict[str, str],
+    async def _faulty(self, request: web.Request, fault: Fault, route: Route, query: Query,
                       headers: dict[str, str], record: Callable[..., None], group: str) -> web.StreamResponse:
         kind, p = fault.kind, fault.params
         if kind == "drop":
@@ -203,6 +218,10 @@ class Server:
             return None
         if path == "/v1/market/all":
             return Route("market", self._market_all)
+        quotes = _QUOTE_ROUTES.get(path)
+        if quotes is not None:
+            group, name = quotes
+            return Route(group, getattr(self, name))
         m = _CANDLE_PATH.match(path)
         if m is None:
             return None
@@ -210,13 +229,13 @@ class Server:
         unit = m.group(2)
         return Route("candles", lambda q: self._candles(q, Kind(kind), unit))
 
-    def _market_all(self, q: dict[str, str]) -> list[dict[str, Any]]:
+    def _market_all(self, q: Query) -> list[dict[str, Any]]:
         raw = q.get("is_details", q.get("isDetails", "false")).strip().lower()
         if raw not in ("true", "false", ""):
             raise ApiError(400, TYPE_MISMATCH)
         return self.market.market_rows(details=raw == "true")
 
-    def _candles(self, q: dict[str, str], kind: Kind, unit_text: str | None) -> list[dict[str, Any]]:
+    def _candles(self, q: Query, kind: Kind, unit_text: str | None) -> list[dict[str, Any]]:
         market = q.get("market")
         if market is None:
             raise ApiError(400, MISSING)
@@ -247,3 +266,82 @@ class Server:
         if code is None:
             raise ApiError(404, NOT_FOUND)
         return self.market.latest_candles(code, kind, unit, to_ms, min(count, 200), converting_price_unit=convert)
+
+    # ------------------------------------------------------------- quotations
+    def _markets(self, q: Query, name: str = "markets") -> list[str]:
+        """Canonical codes of a multi-value parameter (comma-joined and/or repeated), deduplicated."""
+        raw = [part.strip() for value in q.getall(name, []) for part in value.split(",")]
+        raw = [r for r in raw if r]
+        if not raw:
+            raise ApiError(400, MISSING)
+        return list(dict.fromkeys(self._code(r) for r in raw))
+
+    def _code(self, text: str) -> str:
+        code = self.market.resolve(text)
+        if code is None:
+            raise ApiError(404, NOT_FOUND)
+        return code
+
+    def _ticker(self, q: Query) -> list[dict[str, Any]]:
+        return self.market.tickers(self._markets(q))
+
+    def _ticker_all(self, q: Query) -> list[dict[str, Any]]:
+        quotes = [part.strip().upper() for value in q.getall("quote_currencies", []) for part in value.split(",")]
+        quotes = list(dict.fromkeys(x for x in quotes if x))
+        if not quotes:
+            raise ApiError(400, MISSING)
+        codes: list[str] = []
+        for quote in quotes:  # quote by quote as asked; within one, /market/all's order
+            served = [row["market"] for row in self.market.market_rows() if row["market"].startswith(quote + "-")]
+            if not served:
+                raise ApiError(404, NOT_FOUND)  # unconfirmed: what Upbit does for an unknown quote
+            codes += served
+        return self.market.tickers(codes)
+
+    def _orderbook(self, q: Query) -> list[dict[str, Any]]:
+        if not any(v.strip() for v in q.getall("markets", [])):
+            raise ApiError(400, MISSING)
+        count = _int(q, "count")
+        level = 0.0
+        raw_level = q.get("level", "").strip()
+        if raw_level:
+            try:
+                level = float(raw_level)
+            except ValueError:
+                raise ApiError(400, TYPE_MISMATCH) from None
+            if not math.isfinite(level):
+                raise ApiError(400, TYPE_MISMATCH)
+        codes = self._markets(q)
+        rows = [self.market.orderbook(code, 30 if count is None else count, level) for code in codes]
+        if any(row is None for row in rows):
+            return []  # a level one of the markets does not support: nothing at all
+        return rows  # type: ignore[return-value]
+
+    def _instruments(self, q: Query) -> list[dict[str, Any]]:
+        return [self.market.orderbook_instrument(code) for code in self._markets(q)]
+
+    def _trades_ticks(self, q: Query) -> list[dict[str, Any]]:
+        market = q.get("market", "").strip()
+        if not market:
+            raise ApiError(400, MISSING)
+        count, cursor, days_ago = _int(q, "count"), _int(q, "cursor"), _int(q, "days_ago")
+        to = q.get("to", "").strip() or None
+        if to is not None:
+            try:
+                parse_time_of_day(to)
+            except ValueError:
+                raise ApiError(400, INVALID) from None
+        if (days_ago is not None and not 1 <= days_ago <= RETENTION_DAYS) or (count is not None and count < 1):
+            raise ApiError(400, INVALID)
+        return self.market.ticks(self._code(market), to=to, count=1 if count is None else count,
+                                 cursor=cursor, days_ago=days_ago)
+
+
+def _int(q: Query, name: str) -> int | None:
+    """An optional integer parameter (empty = absent); 400 type mismatch if not an integer."""
+    raw = q.get(name, "").strip()
+    if not raw:
+        return None
+    if not _INT.fullmatch(raw):
+        raise ApiError(400, TYPE_MISMATCH)
+    return int(raw)

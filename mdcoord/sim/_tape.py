@@ -68,6 +68,8 @@ def tick_size(quote: str, price: float) -> float:
 
 def round_to_tick(price: np.ndarray, tick: np.ndarray | float) -> np.ndarray:
     """Prices on the tick grid, as the nearest doubles of their decimals (clean JSON output)."""
+    if np.size(tick) == 0:  # no prices at all (e.g. a block whose only listed minutes are empty)
+        return np.asarray(price, dtype=np.float64).copy()
     if np.ndim(tick) == 0 or np.all(tick == np.ravel(tick)[0]):
         t = float(np.ravel(tick)[0])
         k = np.maximum(np.rint(price / t), 1.0, out=None)

@@ -86,3 +86,15 @@ def test_group_filter_and_rates(fx: Exchange) -> None:
     assert fx.count(status=200) == sum(1 for r in fx.log if r.status == 200)
     with pytest.raises(ValueError):
         fx.faults.inject("meteor")
+
+
+def test_faults_and_log_on_quotation_endpoints(fx: Exchange) -> None:
+    fx.faults.inject("server_error", group="orderbook")
+    assert get(fx.base_url, "/ticker?markets=KRW-BTC&markets=KRW-ETH").status == 200
+    assert get(fx.base_url, "/orderbook?markets=KRW-BTC").status == 500
+    assert get(fx.base_url, "/orderbook?markets=KRW-BTC").status == 200
+    log = fx.log
+    assert [(r.group, r.status, r.fault) for r in log] == [
+        ("ticker", 200, None), ("orderbook", 500, "server_error"), ("orderbook", 200, None)]
+    assert log[0].query == {"markets": "KRW-BTC,KRW-ETH"} and log[0].rows == 2  # repeated keys joined
+    assert log[2].rows == 1 and fx.count(group="orderbook") == 2

@@ -90,3 +90,18 @@ def test_latency_is_applied() -> None:
         t = time.perf_counter()
         get(ex.base_url, "/market/all")
         assert 0.15 <= time.perf_counter() - t < 1.0
+
+
+def test_quotation_groups_are_independent(limited: Exchange) -> None:
+    paths = {"ticker": "/ticker?markets=KRW-BTC", "orderbook": "/orderbook?markets=KRW-BTC&count=1",
+             "crix-trades": "/trades/ticks?market=KRW-BTC"}
+    for group, path in paths.items():
+        assert get(limited.base_url, path).headers["Remaining-Req"] == f"group={group}; min=600; sec=9"
+    assert get(limited.base_url, "/ticker/all?quote_currencies=USDT").headers["Remaining-Req"].startswith("group=ticker;")
+    assert get(limited.base_url, "/orderbook/instruments?markets=KRW-BTC").headers["Remaining-Req"].startswith(
+        "group=orderbook;")
+    limited.reset_rate_limits()  # the cold ticker/all may have taken longer than a second
+    replies = [get(limited.base_url, paths["crix-trades"]) for _ in range(11)]
+    assert [r.status for r in replies] == [200] * 10 + [429]
+    assert get(limited.base_url, paths["ticker"]).status == 200  # other groups unaffected
+    assert limited.max_in_window("crix-trades", statuses=[200]) == 10

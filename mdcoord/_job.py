@@ -1,0 +1,63 @@
+"""What every data type's job shares: the executor it fetches through and the result it returns.
+
+A job is one request's plan → fetch → aggregate, run on the runtime loop. The coordinator picks
+the job class for the request's data type and turns its :class:`JobResult` into a response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import pandas as pd
+
+from ._client import CallStats, Client
+from ._config import Options
+from ._executor import Executor
+from ._progress import Progress
+from ._request import CoordinatorRequest
+
+__all__ = ["Job", "JobResult"]
+
+C = TypeVar("C")
+
+
+@dataclass
+class JobResult:
+    """A job's answer: the final frame, plus what the metadata needs.
+
+    ``failures`` lists pieces that failed after their retries (``market``, ``range`` or
+    ``markets``, ``error``, ``error_type``); ``meta`` holds data-type specific metadata fields
+    (e.g. gap counts for candles) that are copied onto :class:`CoordinatorMetadata`.
+    """
+
+    frame: pd.DataFrame
+    requested_size: int
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    rounds: int = 1
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Job(Generic[C]):
+    """Base of the per-data-type jobs: holds the request, client, options and executor."""
+
+    def __init__(
+        self, request: CoordinatorRequest, client: Client, options: Options, stats: CallStats, progress: Progress
+    ) -> None:
+        self.req = request
+        self.client = client
+        self.options = options
+        self.stats = stats
+        self.progress = progress
+        self.executor: Executor[C] = Executor(self.fetch, options.concurrency, progress, stats)
+
+    async def fetch(self, chunk: C) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def run(self) -> JobResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def failure(market: str | None, where: str, error: BaseException, **extra: Any) -> dict[str, Any]:
+    """A JSON-safe record of a piece that failed after its retries."""
+    return {"market": market, "range": where, "error": str(error), "error_type": type(error).__name__, **extra}

@@ -1,0 +1,244 @@
+"""Trades: a time/count hybrid split over the last 7 days.
+
+``/trades/ticks`` addresses one UTC day at a time (``days_ago`` 1-7, omitted = today), a time of
+day ``to`` (trades before it) and a ``cursor`` (the trades just before a given trade), at most 500
+a page, newest first. So the job cuts the wanted time into **windows** that never cross a UTC
+day; windows are fetched concurrently, and each window continues by ``cursor`` until its page
+reaches a trade older than the window's start (or a short page shows the day is exhausted) — then
+the window provably holds every trade in it. The window length adapts to how busy the market is:
+it aims at ``options.trades_per_window`` trades, from the density seen so far.
+
+- ``count=N``: the N most recent trades — exactly N, fewer only if the 7 days hold fewer. The
+  first page (the *head*, newest trades of today) also tells the exchange's "now" and the
+  density; further rounds plan windows back in time until N trades are proven.
+- ``start``/``end``: every trade with ``start <= time < end``. A range reaching before the first
+  available day (today's UTC midnight minus 7 days) is an :class:`InvalidRequestError` naming
+  the earliest time available; ``end`` beyond now is clipped to now.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._exceptions import InvalidRequestError, ResponseFormatError
+from ._executor import Outcome, gather_or_cancel
+from ._frames import clean_trades, span_mask, trades_to_frame
+from ._job import Job, JobResult, failure
+from ._markets import catalog_of
+from ._planner import Coverage
+
+__all__ = ["TradeJob", "TradeWindow", "plan_trade_windows"]
+
+PAGE = 500
+DAY_MS = 86_400_000
+HISTORY_DAYS = 7
+MIN_WINDOW_MS = 60_000
+# Window length while the density is still unknown (nothing proven yet): an hour.
+PROBE_WINDOW_MS = 3_600_000
+_REQUIRED = ("market", "timestamp", "trade_price", "trade_volume", "sequential_id")
+
+
+@dataclass(frozen=True)
+class TradeWindow:
+    """Every trade of ``market`` with ``lo <= timestamp < hi`` (ms), inside UTC day ``day_start``."""
+
+    market: str
+    day_start: int
+    lo: int
+    hi: int
+    days_ago: int
+
+    def first_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"market": self.market, "count": PAGE}
+        if self.days_ago:
+            params["days_ago"] = self.days_ago
+        seconds = -(-(self.hi - self.day_start) // 1000)  # ceil: trades before hi, filtered below
+        if seconds < 86_400:
+            params["to"] = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        return params
+
+    def describe(self) -> str:
+        a = pd.Timestamp(self.lo, unit="ms", tz="UTC").isoformat()
+        b = pd.Timestamp(self.hi, unit="ms", tz="UTC").isoformat()
+        return f"[{a}, {b})"
+
+
+def plan_trade_windows(
+    market: str, lo: int, hi: int, today_start: int, density: float, per_window: int
+) -> list[TradeWindow]:
+    """Windows over ``[lo, hi)`` (ms), newest first: cut at UTC midnights, each aiming at
+    ``per_window`` trades at ``density`` trades/ms (at least a minute, at most the day)."""
+    length = PROBE_WINDOW_MS if density <= 0 else max(MIN_WINDOW_MS, math.ceil(per_window / density))
+    windows = []
+    top = hi
+    while top > lo:
+        day_start = (top - 1) // DAY_MS * DAY_MS
+        bottom = max(lo, day_start, top - length)
+        windows.append(TradeWindow(market, day_start, bottom, top, (today_start - day_start) // DAY_MS))
+        top = bottom
+    return windows
+
+
+@dataclass
+class _MarketState:
+    market: str
+    coverage: Coverage = field(default_factory=Coverage)
+    pages: list[list[dict[str, Any]]] = field(default_factory=list)
+    ts: list[np.ndarray] = field(default_factory=list)
+    failed: list[Outcome[TradeWindow]] = field(default_factory=list)
+    rounds: int = 0
+    span: tuple[int, int] = (0, 0)
+
+    def timestamps(self) -> np.ndarray:
+        return np.unique(np.concatenate(self.ts)) if self.ts else np.empty(0, np.int64)
+
+    def density(self) -> float:
+        """Trades per ms over what is proven so far (0 if nothing is)."""
+        span = sum(b - a for a, b in self.coverage)
+        n = sum(len(t) for t in self.ts)
+        return n / span if span > 0 else 0.0
+
+
+class TradeJob(Job[TradeWindow]):
+    """One trades request, run on the runtime loop."""
+
+    async def _page(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        page = await self.client.get_json("/trades/ticks", params, options=self.options, stats=self.stats)
+        if not isinstance(page, list) or any(not isinstance(r, dict) or any(k not in r for k in _REQUIRED) for r in page[:1]):
+            raise ResponseFormatError(
+                f"expected a JSON array of trades with {_REQUIRED}", url=self.client.base_url + "/trades/ticks",
+                params=params, group="crix-trades",
+            )
+        return page
+
+    async def fetch(self, window: TradeWindow | _Head) -> tuple[list[dict[str, Any]], int]:
+        """Every trade of ``window``, paging by cursor; returns the rows and the proven low end."""
+        if isinstance(window, _Head):
+            return await self._page({"market": window.market, "count": PAGE}), 0
+        params = window.first_params()
+        rows: list[dict[str, Any]] = []
+        while True:
+            page = await self._page(params)
+            rows.extend(page)
+            if len(page) < PAGE:  # the day is exhausted: nothing older in it
+                return rows, window.day_start
+            if min(int(r["timestamp"]) for r in page) < window.lo:
+                return rows, window.lo
+            params = {k: v for k, v in params.items() if k != "to"}
+            params["cursor"] = page[-1]["sequential_id"]
+
+    async def run(self) -> JobResult:
+        markets = await catalog_of(self.client).resolve(self.req.symbols, self.options, self.stats, quotes_allowed=False)
+        states = [_MarketState(m) for m in markets]
+        await gather_or_cancel([self._run_market(s) for s in states])
+        return self._assemble(states)
+
+    async def _run_market(self, st: _MarketState) -> None:
+        req = self.req
+        now, today = await self._head(st)
+        earliest = today - HISTORY_DAYS * DAY_MS
+        st.span = (earliest, now)
+        if req.count is None:
+            assert req.start is not None
+            lo = _ms(req.start)
+            hi = min(now, _ms(req.end)) if req.end is not None else now
+            if lo < earliest:
+                raise InvalidRequestError(
+                    f"trades exist only for the last {HISTORY_DAYS} UTC days: the earliest available time is "
+                    f"{pd.Timestamp(earliest, unit='ms', tz='UTC').isoformat()}, start="
+                    f"{req.start.isoformat()} is before it"
+                )
+            st.span = (lo, max(lo, hi))
+            windows = [
+                w for a, b in reversed(st.coverage.missing(lo, hi))
+                for w in plan_trade_windows(st.market, a, b, today, st.density(), self.options.trades_per_window)
+            ]
+            await self._round(st, windows)
+            return
+        hi = min(now, _ms(req.end)) if req.end is not None else now
+        while True:
+            reach = st.coverage.reach_down(hi)
+            ts = st.timestamps()
+            have = int(np.count_nonzero((ts >= reach) & (ts < hi)))
+            if have >= req.count or reach <= earliest or st.failed:
+                return
+            density = st.density()
+            need_ms = (req.count - have) / density * 1.25 if density > 0 else PROBE_WINDOW_MS
+            lo = max(earliest, reach - max(MIN_WINDOW_MS, math.ceil(need_ms)))
+            windows = [
+                w for a, b in reversed(st.coverage.missing(lo, reach))
+                for w in plan_trade_windows(st.market, a, b, today, density, self.options.trades_per_window)
+            ]
+            await self._round(st, windows)
+
+    async def _head(self, st: _MarketState) -> tuple[int, int]:
+        """Today's newest page: it tells the exchange's "now" and day (``Date``) and the density.
+
+        Returns ``(now, today)`` in ms. "Now" is a lower bound of the moment the exchange
+        answered (its ``Date``, or the newest trade it returned): every trade before it that
+        the page could hold is in it.
+        """
+        outcome = (await self.executor.run([_Head(st.market)]))[0]  # type: ignore[list-item]
+        if outcome.error is not None:
+            raise outcome.error
+        date_ms = int(self.client.server_now_floor() * 1000)
+        rows, _ = outcome.data
+        ts = np.array([int(r["timestamp"]) for r in rows], dtype=np.int64)
+        now = max(date_ms, int(ts.max()) + 1 if len(ts) else 0)
+        today = date_ms // DAY_MS * DAY_MS  # the exchange's UTC day: what days_ago counts from
+        st.coverage.add(today if len(rows) < PAGE else int(ts.min()), now)
+        if rows:
+            st.pages.append(rows)
+            st.ts.append(ts)
+        return now, today
+
+    async def _round(self, st: _MarketState, windows: list[TradeWindow]) -> None:
+        st.rounds += 1
+        for outcome in await self.executor.run(windows):
+            if outcome.error is not None:
+                st.failed.append(outcome)
+                continue
+            rows, proven_lo = outcome.data
+            w = outcome.chunk
+            st.coverage.add(proven_lo, w.hi)
+            ts = np.array([int(r["timestamp"]) for r in rows], dtype=np.int64)
+            inside = (ts >= proven_lo) & (ts < w.hi)
+            if inside.any():
+                st.pages.append([r for r, keep in zip(rows, inside) if keep])
+                st.ts.append(ts[inside])
+
+    def _assemble(self, states: list[_MarketState]) -> JobResult:
+        req = self.req
+        frame = clean_trades(trades_to_frame([r for st in states for p in st.pages for r in p]))
+        t = frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1_000_000
+        keep, _ = span_mask(frame["market"].to_numpy(), t, {st.market: st.span for st in states}, req.count)
+        frame = frame.loc[keep].reset_index(drop=True)
+        if len(states) == 1:
+            frame = frame.drop(columns="market").set_index("time")
+        else:
+            frame = frame.set_index(["market", "time"])
+        failures = [failure(o.chunk.market, o.chunk.describe(), o.error) for st in states for o in st.failed]  # type: ignore[arg-type]
+        size = (req.count or 0) * len(states) if req.count is not None else len(frame)
+        return JobResult(
+            frame=frame,
+            requested_size=size,
+            failures=failures,
+            rounds=max((st.rounds for st in states), default=0),
+            meta={"markets": [st.market for st in states]},
+        )
+
+
+@dataclass(frozen=True)
+class _Head:
+    """Today's newest page (no ``to``, no ``days_ago``)."""
+
+    market: str
+
+
+def _ms(ts: pd.Timestamp) -> int:
+    return int(ts.value // 1_000_000)

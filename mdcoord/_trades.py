@@ -153,6 +153,11 @@ class TradeJob(Job[TradeWindow]):
                     f"{pd.Timestamp(earliest, unit='ms', tz='UTC').isoformat()}, start="
                     f"{req.start.isoformat()} is before it"
                 )
+            if lo >= now:
+                raise InvalidRequestError(
+                    f"start={req.start.isoformat()} is not before the exchange's now "
+                    f"({pd.Timestamp(now, unit='ms', tz='UTC').isoformat()}): no trades can exist there yet"
+                )
             st.span = (lo, max(lo, hi))
             windows = [
                 w for a, b in reversed(st.coverage.missing(lo, hi))

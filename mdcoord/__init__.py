@@ -8,6 +8,7 @@ Offline: ``python -m mdcoord demo`` runs the same pipeline against the embedded 
 (:mod:`mdcoord.sim`).
 """
 
+from . import cache
 from ._api import (
     acandles,
     amarkets,
@@ -72,6 +73,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "acandles",
+    "cache",
     "amarkets",
     "aorderbooks",
     "atickers",

@@ -25,7 +25,8 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"  serving {exchange.base_url}")
         print(f"Fetching {args.count} {args.timeframe} candles of {args.market} through the full pipeline...")
         df = mdcoord.candles(
-            args.market, args.timeframe, count=args.count, base_url=exchange.base_url, progress=not args.quiet
+            args.market, args.timeframe, count=args.count, base_url=exchange.base_url, progress=not args.quiet,
+            cache=False,  # the demo shows the network pipeline; an ephemeral exchange is not worth caching
         )
         meta = df.attrs["mdcoord"]
         with pd.option_context("display.width", 140, "display.max_columns", 20):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ._client import CallStats, Client
-from ._config import Options
+from ._config import Options, resolve_cache_dir
 from ._exceptions import ResponseFormatError
 from ._executor import Outcome, gather_or_cancel
 from ._frames import candle_rows_to_frame, clean_candles, gap_table, index_candles, span_mask
@@ -26,6 +26,7 @@ from ._job import Job, JobResult, failure
 from ._progress import Progress
 from ._planner import HISTORY_FLOOR, PAGE_MAX, CandleChunk, Coverage, plan_count_round, plan_range, proven_by
 from ._request import CoordinatorRequest
+from ._store import CandleStore, source_name
 from ._timeframe import Timeframe
 
 __all__ = ["CandleJob", "CandleResult"]
@@ -46,6 +47,13 @@ class _MarketState:
     forming: list[dict[str, Any]] = field(default_factory=list)
     span: tuple[int, int] = (0, 0)
     rounds: int = 0
+    # the cache: frames loaded from it, the slot range looked at, what is proven but not saved yet
+    cached: list[pd.DataFrame] = field(default_factory=list)
+    cache_rows: int = 0
+    loaded: tuple[int, int] | None = None
+    new_proven: list[tuple[int, int]] = field(default_factory=list)
+    saved_pages: int = 0
+    now_slot: int | None = None
 
     def known_ordinals(self) -> np.ndarray:
         return np.unique(np.concatenate(self.ordinals)) if self.ordinals else np.empty(0, np.int64)
@@ -61,6 +69,7 @@ class CandleResult:
     forming: pd.Timestamp | None
     rounds: int
     requested_size: int
+    cache_rows: int = 0
 
 
 def _ordinals_of(rows: list[dict[str, Any]], tf: Timeframe) -> np.ndarray:
@@ -80,6 +89,7 @@ class CandleJob(Job[CandleChunk]):
         self.tf: Timeframe = request.timeframe
         # the slot containing the floor: a 2017 yearly candle starts on 2017-01-01
         self.floor = self.tf.slot_of(HISTORY_FLOOR)
+        self.store = CandleStore(resolve_cache_dir(options), source_name(client.base_url)) if options.cache else None
 
     # -- fetching one piece -------------------------------------------------------------------------
     async def fetch(self, chunk: CandleChunk) -> list[dict[str, Any]]:
@@ -119,6 +129,11 @@ class CandleJob(Job[CandleChunk]):
             "spans": {m: [a.isoformat(), b.isoformat()] for m, (a, b) in result.spans.items()},
             "forming_candle": result.forming.isoformat() if result.forming is not None else None,
             "timeframe": self.tf.value,
+            "cache": {
+                "enabled": self.store is not None,
+                "rows_from_cache": result.cache_rows,
+                "dir": str(self.store.root) if self.store is not None else None,
+            },
         }
         return JobResult(
             frame=index_candles(result.frame, self.req.symbols),
@@ -130,45 +145,99 @@ class CandleJob(Job[CandleChunk]):
 
     async def _run_market(self, st: _MarketState) -> None:
         req, tf = self.req, self.tf
-        now_slot = await self._head_if_needed(st)
         if req.count is None:  # a range: one round proves it all
             assert req.start is not None
             lo = max(self.floor, tf.first_slot_at_or_after(req.start))
+            if req.end is not None and self.store is not None:
+                hi = tf.first_slot_at_or_after(req.end)
+                self._load(st, lo, hi)
+                if not st.coverage.missing(lo, hi):  # wholly cached: closed candles, no question
+                    st.span = (lo, max(lo, hi))
+                    return
+            now_slot = await self._now_slot(st)
             hi = now_slot if req.end is None else min(now_slot, tf.first_slot_at_or_after(req.end))
             st.span = (lo, max(lo, hi))
+            self._load(st, lo, hi)
             await self._round(st, plan_range(st.market, tf, lo, hi, st.coverage))
             return
+        now_slot = await self._now_slot(st)
         end = now_slot if req.end is None else min(now_slot, tf.first_slot_at_or_after(req.end))
         st.span = (self.floor, end)
         for _ in range(_MAX_ROUNDS):
-            known = st.known_ordinals()
-            reach = st.coverage.reach_down(end)
-            have = int(np.count_nonzero((known >= reach) & (known < end)))
-            chunks = plan_count_round(st.market, tf, end, req.count, have, st.coverage, self.floor)
+            chunks = self._plan_count(st, end)
+            while chunks and self.store is not None and (st.loaded is None or min(c.lo for c in chunks) < st.loaded[0]):
+                # what the plan reaches for may be cached: look there first, then plan again
+                self._load(st, min(c.lo for c in chunks), end)
+                chunks = self._plan_count(st, end)
             if not chunks:
                 return
             await self._round(st, chunks)
             if st.failed:  # a hole we could not fill: stop here and report it
                 return
 
-    async def _head_if_needed(self, st: _MarketState) -> int:
+    def _plan_count(self, st: _MarketState, end: int) -> list[CandleChunk]:
+        assert self.req.count is not None
+        known = st.known_ordinals()
+        reach = st.coverage.reach_down(end)
+        have = int(np.count_nonzero((known >= reach) & (known < end)))
+        return plan_count_round(st.market, self.tf, end, self.req.count, have, st.coverage, self.floor)
+
+    # -- the cache -----------------------------------------------------------------------------------
+    def _load(self, st: _MarketState, lo: int, hi: int) -> None:
+        """Bring cached candles and coverage of ``[lo, hi)`` into the state (each slot once)."""
+        if self.store is None:
+            return
+        parts = [(lo, hi)] if st.loaded is None else [(lo, min(hi, st.loaded[0])), (max(lo, st.loaded[1]), hi)]
+        for a, b in parts:
+            if b <= a:
+                continue
+            frame, coverage = self.store.load(st.market, self.tf, a, b)
+            for c_lo, c_hi in coverage:
+                st.coverage.add(c_lo, c_hi)
+            if frame is not None and len(frame):
+                st.cached.append(frame)
+                st.ordinals.append(self.tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64)))
+                st.cache_rows += len(frame)
+        st.loaded = (lo, hi) if st.loaded is None else (min(lo, st.loaded[0]), max(hi, st.loaded[1]))
+
+    def _save(self, st: _MarketState) -> None:
+        """Write what this round proved (closed candles only) to the cache."""
+        if self.store is None or not st.new_proven:
+            return
+        rows = [r for page in st.rows[st.saved_pages :] for r in page]
+        frame = candle_rows_to_frame(rows, self.tf)
+        if st.now_slot is not None:
+            ords = self.tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
+            frame = frame.loc[ords < st.now_slot]
+        self.store.save(st.market, self.tf, frame, st.new_proven)
+        st.saved_pages, st.new_proven = len(st.rows), []
+
+    async def _now_slot(self, st: _MarketState) -> int:
         """The forming slot ("now" on the exchange's clock), asking the exchange when needed.
 
-        A range ending at or before the last ``Date`` the exchange sent lies wholly in closed
-        candles and needs no question. Otherwise the newest page is fetched without ``to`` (the
-        "head"): its rows are used like any piece's and its ``Date`` tells the current slot.
+        No question is needed when the range ends at or before the last ``Date`` the exchange
+        sent, or when no slot boundary can have passed since that ``Date`` (then the cache may
+        answer alone). Otherwise the newest page is fetched without ``to`` (the "head"): its rows
+        are used like any piece's and its ``Date`` tells the current slot.
         """
         req, tf = self.req, self.tf
         floor = self.client.server_time_floor
-        if req.end is not None and floor is not None and req.end.timestamp() <= floor:
-            return tf.first_slot_at_or_after(req.end)
+        if floor is not None and not req.include_forming:
+            if req.end is not None and req.end.timestamp() <= floor:
+                return tf.first_slot_at_or_after(req.end)
+            latest = self.client.server_now_ceiling()
+            if latest is not None and tf.slot_of(pd.Timestamp(latest, unit="s", tz="UTC")) == tf.slot_of(
+                pd.Timestamp(floor, unit="s", tz="UTC")
+            ):
+                st.now_slot = tf.slot_of(pd.Timestamp(floor, unit="s", tz="UTC"))
+                return st.now_slot
         wanted = PAGE_MAX if req.count is None else min(PAGE_MAX, req.count + 1)
         head = CandleChunk(st.market, tf, None, wanted, 0)  # type: ignore[arg-type]
         outcome = (await self.executor.run([head]))[0]
         if outcome.error is not None:  # without the head there is no "now" to plan against
             raise outcome.error
         now = pd.Timestamp(self.client.server_now_floor(), unit="s", tz="UTC")
-        now_slot = tf.slot_of(now)
+        now_slot = st.now_slot = tf.slot_of(now)
         rows: list[dict[str, Any]] = outcome.data
         if rows:
             ords = _ordinals_of(rows, tf)
@@ -183,6 +252,8 @@ class CandleJob(Job[CandleChunk]):
         else:
             lo = self.floor
         st.coverage.add(lo, now_slot)
+        st.new_proven.append((lo, now_slot))
+        self._save(st)
         return now_slot
 
     async def _round(self, st: _MarketState, chunks: list[CandleChunk]) -> None:
@@ -195,15 +266,21 @@ class CandleJob(Job[CandleChunk]):
             ords = _ordinals_of(rows, self.tf) if rows else np.empty(0, np.int64)
             lo, hi = proven_by(outcome.chunk, ords, self.floor)
             st.coverage.add(lo, hi)
+            st.new_proven.append((lo, hi))
             if rows:
                 st.rows.append(rows)
                 st.ordinals.append(ords)
+        self._save(st)
 
     # -- aggregation ------------------------------------------------------------------------------------
     def _assemble(self, states: list[_MarketState]) -> CandleResult:
         tf, req = self.tf, self.req
         all_rows = [r for st in states for page in st.rows for r in page]
-        frame = clean_candles(candle_rows_to_frame(all_rows, tf))
+        fetched = candle_rows_to_frame(all_rows, tf)
+        cached = [f for st in states for f in st.cached if len(f)]
+        # fetched rows go last so that, for a slot held twice, the fresher copy wins
+        parts = [*cached, fetched] if len(fetched) else cached
+        frame = clean_candles(pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts[0] if parts else fetched))
         ords = tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
         keep, first = span_mask(frame["market"].to_numpy(), ords, {st.market: st.span for st in states}, req.count)
         spans: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
@@ -229,4 +306,5 @@ class CandleJob(Job[CandleChunk]):
             forming=forming_ts,
             rounds=max((st.rounds for st in states), default=0),
             requested_size=size,
+            cache_rows=sum(st.cache_rows for st in states),
         )

@@ -119,6 +119,7 @@ class Client:
         #: The latest server time seen in a ``Date`` header (UTC epoch seconds); server time never
         #: runs backwards, so this is a safe lower bound of the server's "now".
         self.server_time_floor: float | None = None
+        self._floor_seen_at = 0.0
 
     # -- resources ----------------------------------------------------------------------------
     def limiter(self, group: str, options: Options | None = None) -> SlidingWindowLimiter:
@@ -265,8 +266,9 @@ class Client:
             seconds = parsedate_to_datetime(value).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):
             return
-        if self.server_time_floor is None or seconds > self.server_time_floor:
+        if self.server_time_floor is None or seconds >= self.server_time_floor:
             self.server_time_floor = seconds
+            self._floor_seen_at = time.monotonic()
 
     def server_now_floor(self) -> float:
         """A lower bound of the server's current time (epoch s): its last ``Date``, else our clock.
@@ -274,6 +276,14 @@ class Client:
         Without any ``Date`` seen (an implementation that sends none) the local clock is used.
         """
         return self.server_time_floor if self.server_time_floor is not None else time.time()
+
+    def server_now_ceiling(self) -> float | None:
+        """An upper bound of the server's current time: its last ``Date`` + 2 s (1 s for the
+        header's resolution, 1 s for the answer's way back) + the time elapsed here since.
+        None before any ``Date`` was seen."""
+        if self.server_time_floor is None:
+            return None
+        return self.server_time_floor + 2.0 + (time.monotonic() - self._floor_seen_at)
 
     # -- 418: stop everything --------------------------------------------------------------------
     def _block(self, err: IPBlockedError) -> None:

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import platformdirs
+
 from ._exceptions import InvalidRequestError
 
-__all__ = ["DEFAULT_BASE_URL", "Options", "get_options", "resolve_base_url", "set_options"]
+__all__ = ["DEFAULT_BASE_URL", "Options", "get_options", "resolve_base_url", "resolve_cache_dir", "set_options"]
 
 DEFAULT_BASE_URL = "https://api.upbit.com/v1"
 BASE_URL_ENV = "MDCOORD_BASE_URL"
+CACHE_DIR_ENV = "MDCOORD_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class Options:
     - ``progress``: True/False forces the progress bar; None shows it where a person watches.
     - ``on_error``: "raise" (default) raises :class:`IncompleteDataError` when pieces fail after
       retries; "partial" returns what arrived with the failures listed in ``attrs``.
+    - ``cache``: read and fill the local Parquet cache (candles); ``cache_dir`` its location
+      (None → ``$MDCOORD_CACHE_DIR`` or the OS user cache directory, see ``mdcoord.cache``).
     - ``tickers_per_request`` (10) / ``orderbooks_per_request`` (5): markets per request.
     - ``trades_per_window`` (1000): trades a time window of the trades split aims to hold (its
       length adapts to how busy the market is); a window continues page by page (500 a page).
@@ -49,6 +55,8 @@ class Options:
     rate_margin: float = 0.05
     progress: bool | None = None
     on_error: str = "raise"
+    cache: bool = True
+    cache_dir: str | None = None
     tickers_per_request: int = 10
     orderbooks_per_request: int = 5
     trades_per_window: int = 1000
@@ -74,6 +82,10 @@ class Options:
             raise InvalidRequestError(f"on_error must be 'raise' or 'partial', got {self.on_error!r}")
         if self.base_url is not None:
             _check_base_url(self.base_url)
+        if not isinstance(self.cache, bool):
+            raise InvalidRequestError(f"cache must be True or False, got {self.cache!r}")
+        if self.cache_dir is not None and (not isinstance(self.cache_dir, (str, os.PathLike)) or not str(self.cache_dir)):
+            raise InvalidRequestError(f"cache_dir must be a path, got {self.cache_dir!r}")
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
@@ -123,3 +135,10 @@ def resolve_base_url(base_url: str | None = None) -> str:
         if candidate is not None:
             return _check_base_url(candidate)
     return DEFAULT_BASE_URL
+
+
+def resolve_cache_dir(options: Options | None = None) -> Path:
+    """The cache directory: option, then ``$MDCOORD_CACHE_DIR``, then the OS user cache dir."""
+    opts = options or _current
+    chosen = opts.cache_dir or os.environ.get(CACHE_DIR_ENV) or platformdirs.user_cache_dir("mdcoord", appauthor=False)
+    return Path(chosen).expanduser()

@@ -92,6 +92,8 @@ class Coordinator:
         meta.failures = result.failures
         meta.complete = not result.failures
         for key, value in result.meta.items():
+            if not hasattr(meta, key):
+                raise AttributeError(f"CoordinatorMetadata has no field {key!r}")
             setattr(meta, key, value)
         meta.data_count = len(result.frame)
         self._fill_counters(meta, stats, job.executor, started)

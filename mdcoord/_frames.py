@@ -57,7 +57,15 @@ def candle_rows_to_frame(rows: list[dict[str, Any]], tf: Timeframe) -> pd.DataFr
     for src, dst in {**_CANDLE_FIELDS, **{k: v for k, v in extra.items() if k in raw}}.items():
         out[dst] = raw[src].astype("float64")
     out["last_trade_at"] = pd.to_datetime(raw["timestamp"].astype("int64"), unit="ms", utc=True)
-    return out[["market", "time", *CANDLE_COLUMNS, *[v for k, v in extra.items() if k in raw]]]
+    return canonical_candles(out[["market", "time", *CANDLE_COLUMNS, *[v for k, v in extra.items() if k in raw]]])
+
+
+def canonical_candles(df: pd.DataFrame) -> pd.DataFrame:
+    """One set of dtypes whatever the source (API rows, the Parquet cache, an empty page), so
+    frames concatenate without falling back to ``object``."""
+    dtypes = {"time": "datetime64[ns, UTC]", "last_trade_at": "datetime64[ms, UTC]"}
+    dtypes.update({c: "float64" for c in df.columns if c not in ("market", "time", "last_trade_at")})
+    return df.astype({c: t for c, t in dtypes.items() if c in df.columns and df[c].dtype != t})
 
 
 def clean_candles(df: pd.DataFrame) -> pd.DataFrame:

@@ -256,6 +256,7 @@ class CoordinatorMetadata:
     - ``data_count``: rows in the result; ``gaps_found`` / ``missing_candles``: missing intervals on
       the grid inside the span of each market (see :func:`mdcoord.gaps`), ``not_fetched`` of them
       lie in pieces that failed; ``complete``: every piece was answered.
+    - ``cache``: whether the cache was used, its directory and how many rows it supplied.
     """
 
     request: dict[str, Any]
@@ -277,6 +278,7 @@ class CoordinatorMetadata:
     failures: list[dict[str, Any]] = field(default_factory=list)
     spans: dict[str, list[str]] = field(default_factory=dict)
     forming_candle: str | None = None
+    cache: dict[str, Any] | None = None
     source: str = ""
     fetched_at: str = ""
     timeframe: str | None = None

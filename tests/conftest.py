@@ -29,8 +29,10 @@ def exchange() -> Iterator[Exchange]:
 
 
 @pytest.fixture(autouse=True)
-def _quiet_and_fresh(request: pytest.FixtureRequest) -> Iterator[None]:
-    with mdcoord.set_options(progress=False):
+def _quiet_and_uncached(request: pytest.FixtureRequest) -> Iterator[None]:
+    """No progress bars, and no cache unless a test asks for one (in its own tmp dir): request
+    counts must not depend on what an earlier test left behind."""
+    with mdcoord.set_options(progress=False, cache=False):
         yield
 
 
@@ -40,6 +42,13 @@ def ex(exchange: Exchange) -> Exchange:
     exchange.faults.clear()
     exchange.clear_log()
     return exchange
+
+
+@pytest.fixture
+def fresh() -> Iterator[Exchange]:
+    """An exchange of its own (a client that has never seen its clock), for exact request counts."""
+    with Exchange(SimConfig(seed=7, now=NOW, frozen=True)) as ex:
+        yield ex
 
 
 def truth(ex: Exchange, market: str, timeframe: str, start: str | datetime, end: str | datetime) -> pd.DataFrame:

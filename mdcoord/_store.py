@@ -1,0 +1,210 @@
+"""Layer 2: the local Parquet cache, which knows which ranges it holds.
+
+Layout (Hive-style, readable by pyarrow, pandas, DuckDB, Polars, Dask, Spark)::
+
+    <cache_dir>/<source>/candles/market=KRW-BTC/timeframe=1m/period=2024-01/part.parquet
+
+- ``source`` keeps exchanges apart: ``upbit`` for the real API, ``<host>_<port>`` otherwise (an
+  embedded exchange on another port is another source).
+- ``period`` bounds a file's size: a UTC day for 1s, a month for minute candles below 1h, a year
+  for 1h and 4h, ``all`` for 1d and longer.
+- Each file holds its candles (columns as in the frames mdcoord returns, minus ``market``) and,
+  in the Parquet key-value metadata under ``mdcoord``, the **coverage**: the slot ranges of its
+  period that were proven complete by the exchange — including ranges that legitimately have no
+  candle (no trades). Data and coverage live in one file, so they are replaced together.
+- Only closed candles are stored: coverage never reaches the still-forming slot.
+
+Safety: a write goes to a temporary file in the same directory and is moved over the old one
+with ``os.replace`` (atomic on POSIX and Windows), under a per-partition file lock; the writer
+re-reads the partition inside the lock and merges, so two processes filling the same market and
+range lose nothing and duplicate nothing. A process killed mid-write leaves at most a stray
+temporary file, which readers ignore. A file that cannot be read is treated as absent (it is
+refetched and rewritten). Market codes are validated (``QUOTE-BASE``, letters and digits)
+before they become paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from filelock import FileLock
+
+from ._exceptions import InvalidRequestError
+from ._frames import canonical_candles
+from ._planner import Coverage
+from ._request import normalize_market
+from ._timeframe import Timeframe
+
+__all__ = ["CandleStore", "source_name"]
+
+log = logging.getLogger("mdcoord")
+
+_META_KEY = b"mdcoord"
+_FORMAT_VERSION = 1
+_FILE = "part.parquet"
+_ALL = (-(2**62), 2**62)
+
+
+def source_name(base_url: str) -> str:
+    """The cache's name for an exchange: ``upbit`` for the real API, else ``host_port``."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or "unknown"
+    if host == "api.upbit.com":
+        return "upbit"
+    name = f"{host}_{parts.port}" if parts.port else host
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+@dataclass(frozen=True)
+class _Partition:
+    key: str
+    lo: int  # slot ordinals of the period, [lo, hi)
+    hi: int
+
+
+def _period_unit(tf: Timeframe) -> str | None:
+    if tf is Timeframe.S1:
+        return "D"
+    if tf.minute_unit is not None and tf.minute_unit < 60:
+        return "M"
+    if tf in (Timeframe.H1, Timeframe.H4):
+        return "Y"
+    return None  # one file
+
+
+def _partitions(tf: Timeframe, lo: int, hi: int) -> list[_Partition]:
+    """The periods overlapping the slot range ``[lo, hi)``."""
+    unit = _period_unit(tf)
+    if unit is None:
+        return [_Partition("all", *_ALL)]
+    if hi <= lo:
+        return []
+    first = pd.Timestamp(int(tf.start_ns(lo)), tz="UTC").tz_localize(None).to_period(unit)
+    last = pd.Timestamp(int(tf.start_ns(hi - 1)), tz="UTC").tz_localize(None).to_period(unit)
+    out = []
+    for p in pd.period_range(first, last, freq=unit):
+        a = tf.first_slot_at_or_after(p.start_time.tz_localize("UTC"))
+        b = tf.first_slot_at_or_after((p + 1).start_time.tz_localize("UTC"))
+        out.append(_Partition(str(p), a, b))
+    return out
+
+
+class CandleStore:
+    """Candles of one exchange (``source``) under ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str], source: str) -> None:
+        self.root = Path(root)
+        self.source = source
+
+    # -- paths ------------------------------------------------------------------------------------
+    def directory(self, market: str, tf: Timeframe) -> Path:
+        code = normalize_market(market)  # validated before it becomes a path
+        return self.root / self.source / "candles" / f"market={code}" / f"timeframe={tf.value}"
+
+    def _path(self, market: str, tf: Timeframe, part: _Partition) -> Path:
+        return self.directory(market, tf) / f"period={part.key}" / _FILE
+
+    # -- reading ----------------------------------------------------------------------------------
+    def load(self, market: str, tf: Timeframe, lo: int, hi: int) -> tuple[pd.DataFrame | None, Coverage]:
+        """Cached candles with slot in ``[lo, hi)`` (flat frame with ``market`` and ``time``) and
+        the coverage proven there."""
+        frames, coverage = [], Coverage()
+        for part in _partitions(tf, lo, hi):
+            got = self._read(self._path(market, tf, part))
+            if got is None:
+                continue
+            table, cov = got
+            for a, b in cov:
+                coverage.add(max(a, lo), min(b, hi))
+            if table.num_rows:
+                frames.append(table)
+        if not frames:
+            return None, coverage
+        df = canonical_candles(pa.concat_tables(frames).to_pandas())
+        ords = tf.ordinal(df["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        df = df.loc[(ords >= lo) & (ords < hi)]
+        df.insert(0, "market", market)
+        return df.reset_index(drop=True), coverage
+
+    @staticmethod
+    def _read(path: Path) -> tuple[pa.Table, list[tuple[int, int]]] | None:
+        if not path.exists():
+            return None
+        try:
+            table = pq.read_table(path)
+            meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+            if meta.get("version") != _FORMAT_VERSION:
+                raise ValueError(f"unknown cache format {meta.get('version')!r}")
+            coverage = [(int(a), int(b)) for a, b in meta["coverage"]]
+        except Exception as exc:  # noqa: BLE001 - a bad file is a cache miss, never an error
+            log.warning("ignoring unreadable cache file %s (%s); it will be refetched", path, exc)
+            return None
+        return table.replace_schema_metadata(None), coverage
+
+    # -- writing ----------------------------------------------------------------------------------
+    def save(self, market: str, tf: Timeframe, frame: pd.DataFrame, proven: list[tuple[int, int]]) -> None:
+        """Merge ``frame`` (flat, this market's closed candles) and the ``proven`` slot ranges into
+        the partitions they touch. Atomic per partition; safe across processes."""
+        if not proven and frame.empty:
+            return
+        ords = tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        lo = min([a for a, _ in proven] + ([int(ords.min())] if len(ords) else []))
+        hi = max([b for _, b in proven] + ([int(ords.max()) + 1] if len(ords) else []))
+        for part in _partitions(tf, lo, hi):
+            mine = (ords >= part.lo) & (ords < part.hi)
+            pieces = [(max(a, part.lo), min(b, part.hi)) for a, b in proven if a < part.hi and b > part.lo]
+            if mine.any() or pieces:
+                self._merge_write(self._path(market, tf, part), frame.loc[mine].drop(columns="market"), pieces)
+
+    def _merge_write(self, path: Path, new: pd.DataFrame, proven: list[tuple[int, int]]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # dot-prefixed, like the temp files: readers such as pyarrow.dataset and Dask skip them
+        with FileLock(str(path.with_name(f".{_FILE}.lock"))):
+            old = self._read(path)
+            coverage = Coverage()
+            for a, b in proven:
+                coverage.add(a, b)
+            frame = new
+            if old is not None:
+                table, cov = old
+                for a, b in cov:
+                    coverage.add(a, b)
+                if table.num_rows:
+                    frame = pd.concat([table.to_pandas(), new], ignore_index=True) if len(new) else table.to_pandas()
+            frame = frame.drop_duplicates(subset="time", keep="last").sort_values("time", kind="stable")
+            table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+            meta = {"version": _FORMAT_VERSION, "coverage": [[a, b] for a, b in coverage]}
+            table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+            tmp = path.with_name(f".{_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                pq.write_table(table, tmp)
+                os.replace(tmp, path)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+
+    # -- inventory --------------------------------------------------------------------------------
+    def files(self) -> Iterator[tuple[str, str, str, Path]]:
+        """``(market, timeframe, period, path)`` of every partition file of this source."""
+        base = self.root / self.source / "candles"
+        for path in sorted(base.glob(f"market=*/timeframe=*/period=*/{_FILE}")):
+            period, tf, market = (p.name.split("=", 1)[1] for p in (path.parent, path.parent.parent, path.parents[2]))
+            yield market, tf, period, path
+
+
+def check_cache_dir(value: object) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise InvalidRequestError(f"cache_dir must be a path, got {value!r}")
+    return Path(value).expanduser()

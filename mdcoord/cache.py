@@ -1,0 +1,97 @@
+"""The local Parquet cache: where it is, what it holds, and clearing it.
+
+>>> mdcoord.cache.directory()          # $MDCOORD_CACHE_DIR or the OS user cache dir
+>>> mdcoord.cache.info()               # one row per market and timeframe
+>>> mdcoord.cache.clear(market="KRW-BTC", timeframe="1m")
+
+Layout (Hive-style; read it with pyarrow, pandas, DuckDB, Polars, Dask...)::
+
+    <dir>/<source>/candles/market=KRW-BTC/timeframe=1m/period=2024-01/part.parquet
+
+``source`` is ``upbit`` for the real API, ``<host>_<port>`` for another exchange. Each file's
+Parquet metadata (key ``mdcoord``) holds the slot ranges proven complete (see docs/cache.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ._config import get_options, resolve_cache_dir
+from ._request import normalize_market
+from ._timeframe import Timeframe
+
+__all__ = ["clear", "directory", "info"]
+
+
+def directory(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache directory in force (argument, ``set_options(cache_dir=)``, ``$MDCOORD_CACHE_DIR``,
+    or the OS user cache directory)."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    return resolve_cache_dir(get_options())
+
+
+def _files(root: Path) -> list[tuple[str, str, str, str, Path]]:
+    out = []
+    for path in sorted(root.glob("*/candles/market=*/timeframe=*/period=*/part.parquet")):
+        period, tf, market = (p.name.split("=", 1)[1] for p in (path.parent, path.parent.parent, path.parents[2]))
+        out.append((path.parents[4].name, market, tf, period, path))
+    return out
+
+
+def info(cache_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """What the cache holds: one row per (source, market, timeframe) with ``files``, ``rows``,
+    ``bytes``, the first and last cached candle, and ``covered`` (candle slots proven complete,
+    including slots without trades)."""
+    root = directory(cache_dir)
+    rows = []
+    for source, market, tf, _period, path in _files(root):
+        try:
+            meta = pq.read_metadata(path)
+            cov = json.loads((meta.metadata or {}).get(b"mdcoord", b"{}")).get("coverage", [])
+            table = pq.read_table(path, columns=["time"])
+            times = table.column("time").to_pandas()
+        except Exception:  # noqa: BLE001 - an unreadable file shows as such
+            rows.append((source, market, tf, 1, 0, path.stat().st_size, pd.NaT, pd.NaT, 0))
+            continue
+        rows.append(
+            (source, market, tf, 1, meta.num_rows, path.stat().st_size,
+             times.min() if len(times) else pd.NaT, times.max() if len(times) else pd.NaT,
+             sum(b - a for a, b in cov))
+        )
+    cols = ["source", "market", "timeframe", "files", "rows", "bytes", "first", "last", "covered"]
+    df = pd.DataFrame(rows, columns=cols)
+    if df.empty:
+        return df.set_index(["source", "market", "timeframe"])
+    agg = df.groupby(["source", "market", "timeframe"], sort=True).agg(
+        files=("files", "sum"), rows=("rows", "sum"), bytes=("bytes", "sum"), first=("first", "min"),
+        last=("last", "max"), covered=("covered", "sum"),
+    )
+    agg.attrs["mdcoord_cache_dir"] = str(root)
+    return agg
+
+
+def clear(
+    market: str | None = None,
+    timeframe: str | None = None,
+    *,
+    source: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> int:
+    """Delete cached candles (all, or of one market / timeframe / source); returns files removed."""
+    root = directory(cache_dir)
+    code = normalize_market(market) if market is not None else None
+    tf = Timeframe.parse(timeframe).value if timeframe is not None else None
+    removed = 0
+    for src, m, t, _period, path in _files(root):
+        if (code and m != code) or (tf and t != tf) or (source and src != source):
+            continue
+        shutil.rmtree(path.parent, ignore_errors=True)  # the partition: file, lock, stray temp files
+        removed += 1
+    return removed

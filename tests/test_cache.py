@@ -1,0 +1,223 @@
+"""The Parquet cache: cache-first planning, coverage, forming candles, layout, safety."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+import mdcoord
+from mdcoord._store import CandleStore, source_name
+from mdcoord._timeframe import Timeframe
+from mdcoord.sim import Exchange, SimConfig
+
+from .conftest import NOW, assert_same_candles, truth
+
+START, END = "2026-11-10T00:00:00Z", "2026-11-12T00:00:00Z"  # 2880 one-minute slots, 15 pieces
+
+
+def _candles(ex: Exchange, cache_dir: Path, *args: object, **kw: object) -> pd.DataFrame:
+    return mdcoord.candles(*args, base_url=ex.base_url, cache=True, cache_dir=str(cache_dir), **kw)  # type: ignore[arg-type]
+
+
+def test_second_identical_call_sends_zero_requests(ex: Exchange, tmp_path: Path) -> None:
+    first = _candles(ex, tmp_path, "KRW-BTC", "1m", start=START, end=END)
+    sent = ex.count(group="candles")
+    assert sent >= 15
+    second = _candles(ex, tmp_path, "KRW-BTC", "1m", start=START, end=END)
+    assert ex.count(group="candles") == sent  # not one more request
+    pd.testing.assert_frame_equal(first, second)
+    assert_same_candles(second, truth(ex, "KRW-BTC", "1m", START, END))
+    assert second.attrs["mdcoord"]["cache"]["rows_from_cache"] == len(second) == 2880
+    assert second.attrs["mdcoord"]["requests_sent"] == 0
+
+
+def test_an_overlapping_call_fetches_only_the_new_part(ex: Exchange, tmp_path: Path) -> None:
+    _candles(ex, tmp_path, "KRW-ETH", "1m", start=START, end=END)
+    ex.clear_log()
+    later = "2026-11-12T10:00:00Z"  # 600 new slots = 3 pieces
+    df = _candles(ex, tmp_path, "KRW-ETH", "1m", start=START, end=later)
+    assert_same_candles(df, truth(ex, "KRW-ETH", "1m", START, later))
+    tos = sorted(r.query.get("to", "") for r in ex.log if r.group == "candles")
+    assert tos == ["2026-11-12T03:20:00Z", "2026-11-12T06:40:00Z", "2026-11-12T10:00:00Z"]
+
+
+def test_ranges_without_candles_are_remembered(ex: Exchange, tmp_path: Path) -> None:
+    thin = _thin(ex)
+    day = ("2026-11-15T00:00:00Z", "2026-11-16T00:00:00Z")
+    a = _candles(ex, tmp_path, thin, "1m", start=day[0], end=day[1])
+    assert a.attrs["mdcoord"]["missing_candles"] > 0
+    sent = ex.count()
+    b = _candles(ex, tmp_path, thin, "1m", start=day[0], end=day[1])
+    assert ex.count() == sent
+    pd.testing.assert_frame_equal(a, b)
+    assert b.attrs["mdcoord"]["missing_candles"] == a.attrs["mdcoord"]["missing_candles"]
+
+
+def test_before_listing_is_remembered_as_empty(ex: Exchange, tmp_path: Path) -> None:
+    code = max(ex.market.markets("KRW"), key=lambda c: pd.Timestamp(ex.market.listing_time(c)))
+    _candles(ex, tmp_path, code, "1h", start="2025-01-01", end="2025-02-01")
+    sent = ex.count()
+    df = _candles(ex, tmp_path, code, "1h", start="2025-01-01", end="2025-02-01")
+    assert len(df) == 0 and ex.count() == sent
+
+
+def test_count_is_answered_from_the_cache_while_no_candle_can_have_closed(ex: Exchange, tmp_path: Path) -> None:
+    a = _candles(ex, tmp_path, "KRW-XRP", "1d", count=300)
+    ex.clear_log()
+    b = _candles(ex, tmp_path, "KRW-XRP", "1d", count=300)  # the day cannot have ended since
+    assert ex.count(group="candles") == 0
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_forming_candle_is_never_stored_and_updates_fetch_only_what_is_new(tmp_path: Path) -> None:
+    """A live clock: one-second candles close while we watch."""
+    # start the clock 0.4 s after a trade that is early in its second, so that second is forming
+    from mdcoord.sim import SyntheticMarket
+
+    model = SyntheticMarket(seed=7, now=NOW)
+    recent = model.trade_rows("KRW-BTC", pd.Timestamp(NOW) - pd.Timedelta(minutes=5), NOW)
+    early = next(r["timestamp"] for r in recent if r["timestamp"] % 1000 < 400)
+    start = pd.Timestamp(early + 400, unit="ms", tz="UTC").isoformat()
+    with Exchange(SimConfig(seed=7, now=start, frozen=False)) as ex:
+        a = _candles(ex, tmp_path, "KRW-BTC", "1s", count=1000, include_forming=True)
+        forming = pd.Timestamp(a.attrs["mdcoord"]["forming_candle"])
+        store = CandleStore(tmp_path, source_name(ex.base_url))
+        slot = Timeframe.S1.slot_of(forming)
+        cached, coverage = store.load("KRW-BTC", Timeframe.S1, slot - 1000, slot + 1000)
+        assert cached is not None and forming not in set(cached["time"])
+        assert max(b for _, b in coverage) <= Timeframe.S1.slot_of(forming)
+        time.sleep(2.2)
+        ex.clear_log()
+        b = _candles(ex, tmp_path, "KRW-BTC", "1s", count=1000)
+        assert len(b) == 1000
+        # the once-forming second is now final and served with its final values
+        assert forming in b.index
+        final = truth(ex, "KRW-BTC", "1s", forming, forming + pd.Timedelta(seconds=1))
+        assert_same_candles(b.loc[[forming]], final)
+        # one request, the head (the newest page), brings the new seconds; the rest is cached
+        assert ex.count(group="candles") == 1
+        assert b.attrs["mdcoord"]["cache"]["rows_from_cache"] >= 790
+
+
+def test_layout_is_plain_hive_parquet(ex: Exchange, tmp_path: Path) -> None:
+    _candles(ex, tmp_path, ["KRW-BTC", "KRW-ETH"], "1m", start="2026-10-31T22:00Z", end="2026-11-01T02:00Z")
+    root = tmp_path / source_name(ex.base_url) / "candles"
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
+    assert files == [
+        "market=KRW-BTC/timeframe=1m/period=2026-10/part.parquet",
+        "market=KRW-BTC/timeframe=1m/period=2026-11/part.parquet",
+        "market=KRW-ETH/timeframe=1m/period=2026-10/part.parquet",
+        "market=KRW-ETH/timeframe=1m/period=2026-11/part.parquet",
+    ]
+    table = ds.dataset(root, format="parquet", partitioning="hive").to_table()
+    df = table.to_pandas()
+    assert {"market", "timeframe", "period", "time", "open", "close", "volume"} <= set(df.columns)
+    assert len(df) == 2 * 240 and set(df["market"]) == {"KRW-BTC", "KRW-ETH"}
+
+
+def test_info_and_clear(ex: Exchange, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDCOORD_CACHE_DIR", str(tmp_path))
+    assert mdcoord.cache.directory() == tmp_path
+    mdcoord.candles("KRW-BTC", "1h", start="2026-01-01", end="2026-03-01", base_url=ex.base_url, cache=True)
+    mdcoord.candles("KRW-ETH", "1d", start="2026-01-01", end="2026-03-01", base_url=ex.base_url, cache=True)
+    info = mdcoord.cache.info()
+    src = source_name(ex.base_url)
+    assert info.loc[(src, "KRW-BTC", "1h"), "rows"] == 59 * 24
+    assert info.loc[(src, "KRW-ETH", "1d"), "covered"] >= 59
+    assert info["bytes"].gt(0).all()
+    assert mdcoord.cache.clear(market="KRW-BTC") == 1
+    assert list(mdcoord.cache.info().index.get_level_values("market")) == ["KRW-ETH"]
+    assert mdcoord.cache.clear() == 1 and mdcoord.cache.info().empty
+
+
+def test_an_unreadable_file_is_a_miss_not_an_error(ex: Exchange, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _candles(ex, tmp_path, "KRW-SOL", "1d", start="2026-01-01", end="2026-02-01")
+    (path,) = (tmp_path / source_name(ex.base_url)).rglob("part.parquet")
+    path.write_bytes(b"PAR1 this is not a parquet file")  # e.g. a copy cut short
+    (path.parent / ".part.parquet.123.deadbeef.tmp").write_bytes(b"half a write")  # a killed writer's leftover
+    df = _candles(ex, tmp_path, "KRW-SOL", "1d", start="2026-01-01", end="2026-02-01")
+    assert_same_candles(df, truth(ex, "KRW-SOL", "1d", "2026-01-01", "2026-02-01"))
+    assert "unreadable cache file" in caplog.text
+    sent = ex.count()
+    _candles(ex, tmp_path, "KRW-SOL", "1d", start="2026-01-01", end="2026-02-01")
+    assert ex.count() == sent  # rewritten whole
+
+
+def test_market_codes_never_become_odd_paths(tmp_path: Path) -> None:
+    store = CandleStore(tmp_path, "x")
+    for bad in ("../../etc", "KRW-BTC/../x", "KRW-" + "A" * 300, "KRW BTC"):
+        with pytest.raises(mdcoord.InvalidRequestError):
+            store.directory(bad, Timeframe.M1)
+    assert source_name("https://api.upbit.com/v1") == "upbit"
+    assert source_name("http://127.0.0.1:8080/v1") == "127.0.0.1_8080"
+
+
+def _fill(base_url: str, cache_dir: str, start: str, end: str) -> int:
+    df = mdcoord.candles(
+        "KRW-BTC", "1m", start=start, end=end, base_url=base_url, cache=True, cache_dir=cache_dir,
+        rate_limit=4, progress=False,  # two processes share one IP's 10/s budget
+    )
+    return len(df)
+
+
+def test_two_processes_filling_the_same_range_lose_and_duplicate_nothing(ex: Exchange, tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        # overlapping halves of one month partition, written at the same time by both
+        halves = [(START, "2026-11-11T02:00:00Z"), ("2026-11-10T22:00:00Z", END)]
+        counts = pool.starmap(_fill, [(ex.base_url, str(tmp_path), a, b) for a, b in halves])
+    assert counts == [1560, 1560]
+    assert ex.count(status=429) == 0
+    table = ds.dataset(tmp_path / source_name(ex.base_url) / "candles", format="parquet", partitioning="hive").to_table()
+    times = table.column("time").to_pandas()
+    assert times.is_unique  # nothing stored twice
+    # every candle of the range (each fresh process also cached the newest page it asked for "now")
+    assert ((times >= pd.Timestamp(START)) & (times < pd.Timestamp(END))).sum() == 2880
+    sent = ex.count()
+    df = _candles(ex, tmp_path, "KRW-BTC", "1m", start=START, end=END)
+    assert ex.count() == sent
+    assert_same_candles(df, truth(ex, "KRW-BTC", "1m", START, END))
+
+
+def _thin(ex: Exchange) -> str:
+    end = pd.Timestamp("2026-11-16T00:00:00Z")
+    for code in ex.market.markets("KRW"):
+        rows = ex.market.candles(code, "minutes", 1, (end - pd.Timedelta(days=1)).to_pydatetime(), end.to_pydatetime())
+        if 10 < len(rows) < 700:
+            return code
+    raise AssertionError("no thin market")
+
+
+def _save_many(root: str, worker: int) -> None:
+    store = CandleStore(root, "race")
+    tf = Timeframe.M1
+    base = tf.slot_of(pd.Timestamp("2026-11-01T00:00:00Z"))
+    for i in range(25):
+        lo = base + (i * 4 + worker) * 10  # disjoint 10-slot ranges, interleaved across workers
+        times = pd.to_datetime(tf.start_ns(np.arange(lo, lo + 10)), utc=True)
+        frame = pd.DataFrame({"market": "KRW-BTC", "time": times, "open": 1.0, "high": 1.0, "low": 1.0,
+                              "close": 1.0, "volume": 1.0, "value": 1.0,
+                              "last_trade_at": times.astype("datetime64[ms, UTC]")})
+        store.save("KRW-BTC", tf, frame, [(lo, lo + 10)])
+
+
+def test_concurrent_writers_of_one_partition_lose_nothing(tmp_path: Path) -> None:
+    """Four processes merge 100 disjoint ranges into one file at once: all of them survive."""
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_save_many, args=(str(tmp_path), w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    tf = Timeframe.M1
+    base = tf.slot_of(pd.Timestamp("2026-11-01T00:00:00Z"))
+    frame, coverage = CandleStore(tmp_path, "race").load("KRW-BTC", tf, base, base + 1000)
+    assert frame is not None and len(frame) == 1000 and frame["time"].is_unique
+    assert list(coverage) == [(base, base + 1000)]

@@ -24,6 +24,7 @@ from ._api import (
 )
 from ._config import Options, get_options, set_options
 from ._coordinator import Coordinator
+from ._stream import aiter_candles, download, iter_candles
 from ._exceptions import (
     APIError,
     BadRequestError,
@@ -73,13 +74,16 @@ __all__ = [
     "TransportError",
     "__version__",
     "acandles",
+    "aiter_candles",
     "cache",
     "amarkets",
     "aorderbooks",
     "atickers",
     "atrades",
     "candles",
+    "download",
     "gaps",
+    "iter_candles",
     "markets",
     "orderbooks",
     "tickers",

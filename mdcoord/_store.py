@@ -47,7 +47,7 @@ from ._planner import Coverage
 from ._request import normalize_market
 from ._timeframe import Timeframe
 
-__all__ = ["CandleStore", "source_name"]
+__all__ = ["CandleStore", "TradeStore", "merge_write", "read_partition", "source_name"]
 
 log = logging.getLogger("mdcoord")
 
@@ -101,6 +101,69 @@ def _partitions(tf: Timeframe, lo: int, hi: int) -> list[_Partition]:
     return out
 
 
+def read_partition(path: Path) -> tuple[pa.Table, list[tuple[int, int]]] | None:
+    """A partition's rows and coverage; None when absent or unreadable (a miss, never an error)."""
+    if not path.exists():
+        return None
+    try:
+        table = pq.read_table(path)
+        meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+        if meta.get("version") != _FORMAT_VERSION:
+            raise ValueError(f"unknown cache format {meta.get('version')!r}")
+        coverage = [(int(a), int(b)) for a, b in meta["coverage"]]
+    except Exception as exc:  # noqa: BLE001 - a bad file is a cache miss, never an error
+        log.warning("ignoring unreadable cache file %s (%s); it will be refetched", path, exc)
+        return None
+    return table.replace_schema_metadata(None), coverage
+
+
+def read_range(paths: list[Path], lo: int, hi: int) -> tuple[pa.Table | None, Coverage]:
+    """The rows of several partitions (None if none has any) and their coverage clipped to [lo, hi)."""
+    frames, coverage = [], Coverage()
+    for path in paths:
+        got = read_partition(path)
+        if got is None:
+            continue
+        table, cov = got
+        for a, b in cov:
+            coverage.add(max(a, lo), min(b, hi))
+        if table.num_rows:
+            frames.append(table)
+    return (pa.concat_tables(frames) if frames else None), coverage
+
+
+def merge_write(
+    path: Path, new: pd.DataFrame, proven: list[tuple[int, int]], unique: list[str], order: list[str]
+) -> None:
+    """Merge ``new`` rows (unique by ``unique``, the newer copy wins) and ``proven`` ranges into the
+    partition at ``path``: under its lock, re-read, merge, write a temp file, ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # dot-prefixed, like the temp files: readers such as pyarrow.dataset and Dask skip them
+    with FileLock(str(path.with_name(f".{_FILE}.lock"))):
+        old = read_partition(path)
+        coverage = Coverage()
+        for a, b in proven:
+            coverage.add(a, b)
+        frame = new
+        if old is not None:
+            table, cov = old
+            for a, b in cov:
+                coverage.add(a, b)
+            if table.num_rows:
+                frame = pd.concat([table.to_pandas(), new], ignore_index=True) if len(new) else table.to_pandas()
+        frame = frame.drop_duplicates(subset=unique, keep="last").sort_values(order, kind="stable")
+        table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+        meta = {"version": _FORMAT_VERSION, "coverage": [[a, b] for a, b in coverage]}
+        table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+        tmp = path.with_name(f".{_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
 class CandleStore:
     """Candles of one exchange (``source``) under ``root``."""
 
@@ -120,38 +183,14 @@ class CandleStore:
     def load(self, market: str, tf: Timeframe, lo: int, hi: int) -> tuple[pd.DataFrame | None, Coverage]:
         """Cached candles with slot in ``[lo, hi)`` (flat frame with ``market`` and ``time``) and
         the coverage proven there."""
-        frames, coverage = [], Coverage()
-        for part in _partitions(tf, lo, hi):
-            got = self._read(self._path(market, tf, part))
-            if got is None:
-                continue
-            table, cov = got
-            for a, b in cov:
-                coverage.add(max(a, lo), min(b, hi))
-            if table.num_rows:
-                frames.append(table)
-        if not frames:
+        table, coverage = read_range([self._path(market, tf, part) for part in _partitions(tf, lo, hi)], lo, hi)
+        if table is None:
             return None, coverage
-        df = canonical_candles(pa.concat_tables(frames).to_pandas())
+        df = canonical_candles(table.to_pandas())
         ords = tf.ordinal(df["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
         df = df.loc[(ords >= lo) & (ords < hi)]
         df.insert(0, "market", market)
         return df.reset_index(drop=True), coverage
-
-    @staticmethod
-    def _read(path: Path) -> tuple[pa.Table, list[tuple[int, int]]] | None:
-        if not path.exists():
-            return None
-        try:
-            table = pq.read_table(path)
-            meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
-            if meta.get("version") != _FORMAT_VERSION:
-                raise ValueError(f"unknown cache format {meta.get('version')!r}")
-            coverage = [(int(a), int(b)) for a, b in meta["coverage"]]
-        except Exception as exc:  # noqa: BLE001 - a bad file is a cache miss, never an error
-            log.warning("ignoring unreadable cache file %s (%s); it will be refetched", path, exc)
-            return None
-        return table.replace_schema_metadata(None), coverage
 
     # -- writing ----------------------------------------------------------------------------------
     def save(self, market: str, tf: Timeframe, frame: pd.DataFrame, proven: list[tuple[int, int]]) -> None:
@@ -166,34 +205,7 @@ class CandleStore:
             mine = (ords >= part.lo) & (ords < part.hi)
             pieces = [(max(a, part.lo), min(b, part.hi)) for a, b in proven if a < part.hi and b > part.lo]
             if mine.any() or pieces:
-                self._merge_write(self._path(market, tf, part), frame.loc[mine].drop(columns="market"), pieces)
-
-    def _merge_write(self, path: Path, new: pd.DataFrame, proven: list[tuple[int, int]]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # dot-prefixed, like the temp files: readers such as pyarrow.dataset and Dask skip them
-        with FileLock(str(path.with_name(f".{_FILE}.lock"))):
-            old = self._read(path)
-            coverage = Coverage()
-            for a, b in proven:
-                coverage.add(a, b)
-            frame = new
-            if old is not None:
-                table, cov = old
-                for a, b in cov:
-                    coverage.add(a, b)
-                if table.num_rows:
-                    frame = pd.concat([table.to_pandas(), new], ignore_index=True) if len(new) else table.to_pandas()
-            frame = frame.drop_duplicates(subset="time", keep="last").sort_values("time", kind="stable")
-            table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-            meta = {"version": _FORMAT_VERSION, "coverage": [[a, b] for a, b in coverage]}
-            table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
-            tmp = path.with_name(f".{_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                pq.write_table(table, tmp)
-                os.replace(tmp, path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+                merge_write(self._path(market, tf, part), frame.loc[mine].drop(columns="market"), pieces, ["time"], ["time"])
 
     # -- inventory --------------------------------------------------------------------------------
     def files(self) -> Iterator[tuple[str, str, str, Path]]:
@@ -208,3 +220,48 @@ def check_cache_dir(value: object) -> Path:
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise InvalidRequestError(f"cache_dir must be a path, got {value!r}")
     return Path(value).expanduser()
+
+
+_DAY_MS = 86_400_000
+
+
+class TradeStore:
+    """Trades of one exchange under ``root``: one partition per market and UTC day,
+    ``<root>/<source>/trades/market=KRW-BTC/date=2026-11-19/part.parquet``; coverage in epoch ms."""
+
+    def __init__(self, root: str | os.PathLike[str], source: str) -> None:
+        self.root = Path(root)
+        self.source = source
+
+    def _path(self, market: str, day: int) -> Path:
+        code = normalize_market(market)
+        date = pd.Timestamp(day * _DAY_MS, unit="ms").strftime("%Y-%m-%d")
+        return self.root / self.source / "trades" / f"market={code}" / f"date={date}" / _FILE
+
+    def load(self, market: str, lo: int, hi: int) -> tuple[pd.DataFrame | None, Coverage]:
+        """Cached trades with ``lo <= time < hi`` (ms; flat frame with ``market``) and coverage."""
+        days = range(lo // _DAY_MS, (hi - 1) // _DAY_MS + 1) if hi > lo else range(0)
+        table, coverage = read_range([self._path(market, day) for day in days], lo, hi)
+        if table is None:
+            return None, coverage
+        df = table.to_pandas()
+        df["time"] = df["time"].astype("datetime64[ns, UTC]")
+        ms = df["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1_000_000
+        df = df.loc[(ms >= lo) & (ms < hi)]
+        df.insert(0, "market", market)
+        return df.reset_index(drop=True), coverage
+
+    def save(self, market: str, frame: pd.DataFrame, proven: list[tuple[int, int]]) -> None:
+        """Merge trades (flat frame of one market) and proven ms ranges into their day partitions."""
+        if not proven and frame.empty:
+            return
+        ms = frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1_000_000
+        lo = min([a for a, _ in proven] + ([int(ms.min())] if len(ms) else []))
+        hi = max([b for _, b in proven] + ([int(ms.max()) + 1] if len(ms) else []))
+        for day in range(lo // _DAY_MS, (hi - 1) // _DAY_MS + 1):
+            a, b = day * _DAY_MS, (day + 1) * _DAY_MS
+            mine = (ms >= a) & (ms < b)
+            pieces = [(max(x, a), min(y, b)) for x, y in proven if x < b and y > a]
+            if mine.any() or pieces:
+                merge_write(self._path(market, day), frame.loc[mine].drop(columns="market"), pieces,
+                            ["sequential_id"], ["time", "sequential_id"])

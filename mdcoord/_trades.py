@@ -25,12 +25,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._client import CallStats, Client
+from ._config import Options, resolve_cache_dir
 from ._exceptions import InvalidRequestError, ResponseFormatError
 from ._executor import Outcome, gather_or_cancel
 from ._frames import clean_trades, span_mask, trades_to_frame
 from ._job import Job, JobResult, failure
 from ._markets import catalog_of
 from ._planner import Coverage
+from ._progress import Progress
+from ._request import CoordinatorRequest
+from ._store import TradeStore, source_name
 
 __all__ = ["TradeJob", "TradeWindow", "plan_trade_windows"]
 
@@ -93,6 +98,13 @@ class _MarketState:
     failed: list[Outcome[TradeWindow]] = field(default_factory=list)
     rounds: int = 0
     span: tuple[int, int] = (0, 0)
+    # the cache: frames loaded from it, the ms range looked at, what is proven but not saved yet
+    cached: list[pd.DataFrame] = field(default_factory=list)
+    cache_rows: int = 0
+    loaded: tuple[int, int] | None = None
+    new_proven: list[tuple[int, int]] = field(default_factory=list)
+    saved_pages: int = 0
+    now: int = 2**62
 
     def timestamps(self) -> np.ndarray:
         return np.unique(np.concatenate(self.ts)) if self.ts else np.empty(0, np.int64)
@@ -106,6 +118,11 @@ class _MarketState:
 
 class TradeJob(Job[TradeWindow]):
     """One trades request, run on the runtime loop."""
+
+    def __init__(self, request: CoordinatorRequest, client: Client, options: Options, stats: CallStats,
+                 progress: Progress) -> None:
+        super().__init__(request, client, options, stats, progress)
+        self.store = TradeStore(resolve_cache_dir(options), source_name(client.base_url)) if options.cache else None
 
     async def _page(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         page = await self.client.get_json("/trades/ticks", params, options=self.options, stats=self.stats)
@@ -133,34 +150,45 @@ class TradeJob(Job[TradeWindow]):
             params["cursor"] = page[-1]["sequential_id"]
 
     async def run(self) -> JobResult:
-        markets = await catalog_of(self.client).resolve(self.req.symbols, self.options, self.stats, quotes_allowed=False)
-        states = [_MarketState(m) for m in markets]
+        states = [_MarketState(m) for m in self.req.symbols]
         await gather_or_cancel([self._run_market(s) for s in states])
         return self._assemble(states)
 
     async def _run_market(self, st: _MarketState) -> None:
         req = self.req
+        if req.count is None:
+            assert req.start is not None
+            lo = _ms(req.start)
+            if req.end is not None and self.store is not None:
+                self._load(st, lo, _ms(req.end))
+                if not st.coverage.missing(lo, _ms(req.end)):  # wholly cached, even beyond 7 days
+                    st.span = (lo, _ms(req.end))
+                    return
+        # the network is needed: check the code against the market list first (names it if unknown)
+        await catalog_of(self.client).resolve((st.market,), self.options, self.stats, quotes_allowed=False)
         now, today = await self._head(st)
         earliest = today - HISTORY_DAYS * DAY_MS
         st.span = (earliest, now)
         if req.count is None:
-            assert req.start is not None
-            lo = _ms(req.start)
             hi = min(now, _ms(req.end)) if req.end is not None else now
-            if lo < earliest:
-                raise InvalidRequestError(
-                    f"trades exist only for the last {HISTORY_DAYS} UTC days: the earliest available time is "
-                    f"{pd.Timestamp(earliest, unit='ms', tz='UTC').isoformat()}, start="
-                    f"{req.start.isoformat()} is before it"
-                )
             if lo >= now:
                 raise InvalidRequestError(
                     f"start={req.start.isoformat()} is not before the exchange's now "
                     f"({pd.Timestamp(now, unit='ms', tz='UTC').isoformat()}): no trades can exist there yet"
                 )
+            self._load(st, lo, hi)
+            missing = st.coverage.missing(lo, hi)
+            if missing and missing[0][0] < earliest:
+                raise InvalidRequestError(
+                    f"trades exist only for the last {HISTORY_DAYS} UTC days: the earliest available time is "
+                    f"{pd.Timestamp(earliest, unit='ms', tz='UTC').isoformat()}, start="
+                    f"{req.start.isoformat()} is before it and the cache does not hold "
+                    f"[{pd.Timestamp(missing[0][0], unit='ms', tz='UTC').isoformat()}, "
+                    f"{pd.Timestamp(min(missing[0][1], earliest), unit='ms', tz='UTC').isoformat()})"
+                )
             st.span = (lo, max(lo, hi))
             windows = [
-                w for a, b in reversed(st.coverage.missing(lo, hi))
+                w for a, b in reversed(missing)
                 for w in plan_trade_windows(st.market, a, b, today, st.density(), self.options.trades_per_window)
             ]
             await self._round(st, windows)
@@ -175,11 +203,40 @@ class TradeJob(Job[TradeWindow]):
             density = st.density()
             need_ms = (req.count - have) / density * 1.25 if density > 0 else PROBE_WINDOW_MS
             lo = max(earliest, reach - max(MIN_WINDOW_MS, math.ceil(need_ms)))
+            if self.store is not None and (st.loaded is None or lo < st.loaded[0]):
+                self._load(st, lo, hi)  # what the plan reaches for may be cached: look first
+                continue
             windows = [
                 w for a, b in reversed(st.coverage.missing(lo, reach))
                 for w in plan_trade_windows(st.market, a, b, today, density, self.options.trades_per_window)
             ]
             await self._round(st, windows)
+
+    # -- the cache -----------------------------------------------------------------------------------
+    def _load(self, st: _MarketState, lo: int, hi: int) -> None:
+        """Bring cached trades and coverage of ``[lo, hi)`` (ms) into the state, each part once."""
+        if self.store is None or hi <= lo:
+            return
+        parts = [(lo, hi)] if st.loaded is None else [(lo, min(hi, st.loaded[0])), (max(lo, st.loaded[1]), hi)]
+        for a, b in parts:
+            if b <= a:
+                continue
+            frame, coverage = self.store.load(st.market, a, b)
+            for c_lo, c_hi in coverage:
+                st.coverage.add(c_lo, c_hi)
+            if frame is not None and len(frame):
+                st.cached.append(frame)
+                st.ts.append(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1_000_000)
+                st.cache_rows += len(frame)
+        st.loaded = (lo, hi) if st.loaded is None else (min(lo, st.loaded[0]), max(hi, st.loaded[1]))
+
+    def _save(self, st: _MarketState, now: int) -> None:
+        """Write what was proven since the last save (trades before ``now`` only)."""
+        if self.store is None or not st.new_proven:
+            return
+        frame = trades_to_frame([r for page in st.pages[st.saved_pages :] for r in page])
+        self.store.save(st.market, frame, [(a, min(b, now)) for a, b in st.new_proven if a < min(b, now)])
+        st.saved_pages, st.new_proven = len(st.pages), []
 
     async def _head(self, st: _MarketState) -> tuple[int, int]:
         """Today's newest page: it tells the exchange's "now" and day (``Date``) and the density.
@@ -197,9 +254,12 @@ class TradeJob(Job[TradeWindow]):
         now = max(date_ms, int(ts.max()) + 1 if len(ts) else 0)
         today = date_ms // DAY_MS * DAY_MS  # the exchange's UTC day: what days_ago counts from
         st.coverage.add(today if len(rows) < PAGE else int(ts.min()), now)
+        st.new_proven.append((today if len(rows) < PAGE else int(ts.min()), now))
         if rows:
             st.pages.append(rows)
             st.ts.append(ts)
+        st.now = now
+        self._save(st, now)
         return now, today
 
     async def _round(self, st: _MarketState, windows: list[TradeWindow]) -> None:
@@ -211,15 +271,19 @@ class TradeJob(Job[TradeWindow]):
             rows, proven_lo = outcome.data
             w = outcome.chunk
             st.coverage.add(proven_lo, w.hi)
+            st.new_proven.append((proven_lo, w.hi))
             ts = np.array([int(r["timestamp"]) for r in rows], dtype=np.int64)
             inside = (ts >= proven_lo) & (ts < w.hi)
             if inside.any():
                 st.pages.append([r for r, keep in zip(rows, inside) if keep])
                 st.ts.append(ts[inside])
+        self._save(st, st.now)
 
     def _assemble(self, states: list[_MarketState]) -> JobResult:
         req = self.req
-        frame = clean_trades(trades_to_frame([r for st in states for p in st.pages for r in p]))
+        fetched = trades_to_frame([r for st in states for p in st.pages for r in p])
+        cached = [f for st in states for f in st.cached if len(f)]
+        frame = clean_trades(pd.concat([*cached, fetched], ignore_index=True) if cached else fetched)
         t = frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1_000_000
         keep, _ = span_mask(frame["market"].to_numpy(), t, {st.market: st.span for st in states}, req.count)
         frame = frame.loc[keep].reset_index(drop=True)
@@ -234,7 +298,14 @@ class TradeJob(Job[TradeWindow]):
             requested_size=size,
             failures=failures,
             rounds=max((st.rounds for st in states), default=0),
-            meta={"markets": [st.market for st in states]},
+            meta={
+                "markets": [st.market for st in states],
+                "cache": {
+                    "enabled": self.store is not None,
+                    "rows_from_cache": sum(st.cache_rows for st in states),
+                    "dir": str(self.store.root) if self.store is not None else None,
+                },
+            },
         )
 
 

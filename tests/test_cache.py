@@ -167,6 +167,9 @@ def _fill(base_url: str, cache_dir: str, start: str, end: str) -> int:
 
 
 def test_two_processes_filling_the_same_range_lose_and_duplicate_nothing(ex: Exchange, tmp_path: Path) -> None:
+    # The workers' limiters know nothing of this process's last second of traffic (separate
+    # processes share the IP's budget blindly): start them on an empty window.
+    time.sleep(1.1)
     ctx = mp.get_context("spawn")
     with ctx.Pool(2) as pool:
         # overlapping halves of one month partition, written at the same time by both
@@ -221,3 +224,46 @@ def test_concurrent_writers_of_one_partition_lose_nothing(tmp_path: Path) -> Non
     frame, coverage = CandleStore(tmp_path, "race").load("KRW-BTC", tf, base, base + 1000)
     assert frame is not None and len(frame) == 1000 and frame["time"].is_unique
     assert list(coverage) == [(base, base + 1000)]
+
+
+# -- trades ---------------------------------------------------------------------------------------
+T_START, T_END = "2026-11-19T10:00:00Z", "2026-11-19T13:00:00Z"
+
+
+def _trades(ex: Exchange, cache_dir: Path, *args: object, **kw: object) -> pd.DataFrame:
+    return mdcoord.trades(*args, base_url=ex.base_url, cache=True, cache_dir=str(cache_dir), **kw)  # type: ignore[arg-type]
+
+
+def test_trades_range_twice_sends_zero_requests_the_second_time(ex: Exchange, tmp_path: Path) -> None:
+    a = _trades(ex, tmp_path, "KRW-BTC", start=T_START, end=T_END)
+    sent = ex.count(group="crix-trades")
+    b = _trades(ex, tmp_path, "KRW-BTC", start=T_START, end=T_END)
+    assert ex.count(group="crix-trades") == sent
+    pd.testing.assert_frame_equal(a, b)
+    assert b.attrs["mdcoord"]["cache"]["rows_from_cache"] == len(b) > 500
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet"))
+    assert f"{source_name(ex.base_url)}/trades/market=KRW-BTC/date=2026-11-19/part.parquet" in files
+
+
+def test_trades_count_again_asks_only_for_the_newest_page(ex: Exchange, tmp_path: Path) -> None:
+    a = _trades(ex, tmp_path, "KRW-ETH", count=3000)
+    ex.clear_log()
+    b = _trades(ex, tmp_path, "KRW-ETH", count=3000)
+    assert ex.count(group="crix-trades") == 1  # the head tells "now"; the rest is cached
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_cached_trades_outlive_the_seven_days(ex: Exchange, tmp_path: Path) -> None:
+    """Trades vanish from the API after 7 days; the cache keeps them."""
+    kept = _trades(ex, tmp_path, "KRW-BTC", start=T_START, end=T_END)
+    later_now = (pd.Timestamp(NOW) + pd.Timedelta(days=9)).isoformat()
+    with Exchange(SimConfig(seed=7, now=later_now, frozen=True, seconds_horizon_days=20)) as later:
+        # the same exchange, nine days on: carry the cache over to its address
+        import shutil
+
+        shutil.copytree(tmp_path / source_name(ex.base_url), tmp_path / source_name(later.base_url))
+        got = _trades(later, tmp_path, "KRW-BTC", start=T_START, end=T_END)
+        assert later.count() == 0
+        pd.testing.assert_frame_equal(got, kept)
+        with pytest.raises(mdcoord.InvalidRequestError, match="cache does not hold"):
+            _trades(later, tmp_path, "KRW-BTC", start="2026-11-18T00:00:00Z", end=T_END)

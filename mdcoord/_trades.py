@@ -109,10 +109,13 @@ class _MarketState:
     def timestamps(self) -> np.ndarray:
         return np.unique(np.concatenate(self.ts)) if self.ts else np.empty(0, np.int64)
 
-    def density(self) -> float:
-        """Trades per ms over what is proven so far (0 if nothing is)."""
-        span = sum(b - a for a, b in self.coverage)
-        n = sum(len(t) for t in self.ts)
+    def density(self, lo: int | None = None, hi: int | None = None) -> float:
+        """Trades per ms over what is proven so far, within ``[lo, hi)`` if given (0 if nothing is)."""
+        lo = -(2**62) if lo is None else lo
+        hi = 2**62 if hi is None else hi
+        span = sum(max(0, min(b, hi) - max(a, lo)) for a, b in self.coverage)
+        ts = self.timestamps()
+        n = int(np.count_nonzero((ts >= lo) & (ts < hi))) if len(ts) else 0
         return n / span if span > 0 else 0.0
 
 
@@ -187,9 +190,17 @@ class TradeJob(Job[TradeWindow]):
                     f"{pd.Timestamp(min(missing[0][1], earliest), unit='ms', tz='UTC').isoformat()})"
                 )
             st.span = (lo, max(lo, hi))
+            if missing and st.density(lo, hi) == 0:
+                # The pace of today's newest trades says little about another hour of another day:
+                # fetch the range's newest window first and size the rest by what it shows.
+                a, b = missing[-1]
+                first = plan_trade_windows(st.market, a, b, today, st.density(), self.options.trades_per_window)[0]
+                await self._round(st, [first])
+                missing = st.coverage.missing(lo, hi)
+            density = st.density(lo, hi) or st.density()
             windows = [
                 w for a, b in reversed(missing)
-                for w in plan_trade_windows(st.market, a, b, today, st.density(), self.options.trades_per_window)
+                for w in plan_trade_windows(st.market, a, b, today, density, self.options.trades_per_window)
             ]
             await self._round(st, windows)
             return

@@ -21,7 +21,7 @@ from ._client import CallStats, Client
 from ._config import Options, resolve_cache_dir
 from ._exceptions import ResponseFormatError
 from ._executor import Outcome, gather_or_cancel
-from ._frames import candle_rows_to_frame, clean_candles, gap_table, index_candles, span_mask
+from ._frames import candle_rows_to_frame, clean_candles, gap_table, index_candles, sorted_unique, span_mask
 from ._job import Job, JobResult, failure
 from ._progress import Progress
 from ._planner import HISTORY_FLOOR, PAGE_MAX, CandleChunk, Coverage, plan_count_round, plan_range, proven_by
@@ -56,7 +56,7 @@ class _MarketState:
     now_slot: int | None = None
 
     def known_ordinals(self) -> np.ndarray:
-        return np.unique(np.concatenate(self.ordinals)) if self.ordinals else np.empty(0, np.int64)
+        return sorted_unique(np.concatenate(self.ordinals)) if self.ordinals else np.empty(0, np.int64)
 
 
 @dataclass

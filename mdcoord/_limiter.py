@@ -68,6 +68,8 @@ class SlidingWindowLimiter:
         self.waited = 0.0
         #: How often the group was paused (429 or pressure seen in ``Remaining-Req``).
         self.pauses = 0
+        #: The server's own per-window limit, as far as we can tell (Upbit documents 10).
+        self.server_limit = 10
 
     @property
     def span(self) -> float:
@@ -134,7 +136,10 @@ class SlidingWindowLimiter:
         # (jitter), so they count as ours too; over-counting ours only makes this less eager.
         lo, hi = permit.sent_at - self.span, permit.sent_at + self.margin
         ours = sum(1 for p in self._permits if p.pending or lo < p.sent_at <= hi)
-        theirs = (self.max_requests - remaining) - ours
+        # The server counts against *its* limit, which is not our (possibly lowered or raised)
+        # max_requests: Upbit's documented 10, or more if it ever reports more left than that.
+        self.server_limit = max(self.server_limit, remaining + 1)
+        theirs = (self.server_limit - remaining) - ours
         if theirs > 1:  # one request of slack: arrival order at the server can differ from ours
             self.pause()
             return True

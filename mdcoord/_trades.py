@@ -29,7 +29,7 @@ from ._client import CallStats, Client
 from ._config import Options, resolve_cache_dir
 from ._exceptions import InvalidRequestError, ResponseFormatError
 from ._executor import Outcome, gather_or_cancel
-from ._frames import clean_trades, span_mask, trades_to_frame
+from ._frames import clean_trades, sorted_unique, span_mask, trades_to_frame
 from ._job import Job, JobResult, failure
 from ._markets import catalog_of
 from ._planner import Coverage
@@ -107,7 +107,7 @@ class _MarketState:
     now: int = 2**62
 
     def timestamps(self) -> np.ndarray:
-        return np.unique(np.concatenate(self.ts)) if self.ts else np.empty(0, np.int64)
+        return sorted_unique(np.concatenate(self.ts)) if self.ts else np.empty(0, np.int64)
 
     def density(self, lo: int | None = None, hi: int | None = None) -> float:
         """Trades per ms over what is proven so far, within ``[lo, hi)`` if given (0 if nothing is)."""

@@ -181,3 +181,28 @@ def test_requests_overtaking_each_other_on_the_wire_are_not_pressure() -> None:
 
     asyncio.run(go())
     assert lim.pauses == 0
+
+
+def test_pressure_is_judged_against_the_servers_limit_not_ours() -> None:
+    """A process given a share of the budget (rate_limit=4) still sees the server count to 10;
+    one allowed more than 10 (an unlimited test server) is not paused by a `sec=` near 0."""
+    low, t = make(n=4)
+
+    async def go_low() -> None:
+        p = await low.acquire()
+        low.mark_sent(p)
+        assert low.observe_remaining(9, p) is False  # only ours: 10 - 9 = 1
+        assert low.observe_remaining(5, p) is True  # 4 others share the IP
+
+    asyncio.run(go_low())
+
+    high, t2 = make(n=1000)
+
+    async def go_high() -> None:
+        for _ in range(30):
+            p = await high.acquire()
+            high.mark_sent(p)
+        assert high.observe_remaining(0, p) is False  # 30 of ours in the window: no one else
+
+    asyncio.run(go_high())
+    assert high.pauses == 0

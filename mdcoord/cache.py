@@ -38,17 +38,22 @@ def directory(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _files(root: Path) -> list[tuple[str, str, str, str, Path]]:
+    """``(source, market, timeframe, period, path)`` of every partition; trades show as the
+    timeframe ``"trades"`` with their UTC date as the period."""
     out = []
     for path in sorted(root.glob("*/candles/market=*/timeframe=*/period=*/part.parquet")):
         period, tf, market = (p.name.split("=", 1)[1] for p in (path.parent, path.parent.parent, path.parents[2]))
         out.append((path.parents[4].name, market, tf, period, path))
+    for path in sorted(root.glob("*/trades/market=*/date=*/part.parquet")):
+        date, market = (p.name.split("=", 1)[1] for p in (path.parent, path.parent.parent))
+        out.append((path.parents[3].name, market, "trades", date, path))
     return out
 
 
 def info(cache_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """What the cache holds: one row per (source, market, timeframe) with ``files``, ``rows``,
-    ``bytes``, the first and last cached candle, and ``covered`` (candle slots proven complete,
-    including slots without trades)."""
+    ``bytes``, the first and last cached row, and ``covered`` (candle slots proven complete,
+    including slots without trades; for ``timeframe == "trades"``, milliseconds proven)."""
     root = directory(cache_dir)
     rows = []
     for source, market, tf, _period, path in _files(root):
@@ -84,10 +89,11 @@ def clear(
     source: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> int:
-    """Delete cached candles (all, or of one market / timeframe / source); returns files removed."""
+    """Delete cached data (all, or of one market / timeframe / source; ``timeframe="trades"`` for
+    trades); returns the number of partition files removed."""
     root = directory(cache_dir)
     code = normalize_market(market) if market is not None else None
-    tf = Timeframe.parse(timeframe).value if timeframe is not None else None
+    tf = None if timeframe is None else "trades" if timeframe == "trades" else Timeframe.parse(timeframe).value
     removed = 0
     for src, m, t, _period, path in _files(root):
         if (code and m != code) or (tf and t != tf) or (source and src != source):

@@ -128,7 +128,9 @@ def test_info_and_clear(ex: Exchange, tmp_path: Path, monkeypatch: pytest.Monkey
     mdcoord.candles("KRW-ETH", "1d", start="2026-01-01", end="2026-03-01", base_url=ex.base_url, cache=True)
     info = mdcoord.cache.info()
     src = source_name(ex.base_url)
-    assert info.loc[(src, "KRW-BTC", "1h"), "rows"] == 59 * 24
+    btc = info.loc[(src, "KRW-BTC", "1h")]
+    # the range, plus possibly the newest page a first call reads to learn "now"
+    assert btc["rows"] in (59 * 24, 59 * 24 + 199) and btc["first"] == pd.Timestamp("2026-01-01", tz="UTC")
     assert info.loc[(src, "KRW-ETH", "1d"), "covered"] >= 59
     assert info["bytes"].gt(0).all()
     assert mdcoord.cache.clear(market="KRW-BTC") == 1
@@ -243,6 +245,11 @@ def test_trades_range_twice_sends_zero_requests_the_second_time(ex: Exchange, tm
     assert b.attrs["mdcoord"]["cache"]["rows_from_cache"] == len(b) > 500
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet"))
     assert f"{source_name(ex.base_url)}/trades/market=KRW-BTC/date=2026-11-19/part.parquet" in files
+    info = mdcoord.cache.info(tmp_path)
+    row = info.loc[(source_name(ex.base_url), "KRW-BTC", "trades")]
+    assert row["rows"] >= len(b) and row["covered"] >= 3 * 3_600_000
+    assert mdcoord.cache.clear("KRW-BTC", "trades", cache_dir=tmp_path) >= 1
+    assert mdcoord.cache.info(tmp_path).empty
 
 
 def test_trades_count_again_asks_only_for_the_newest_page(ex: Exchange, tmp_path: Path) -> None:
@@ -267,3 +274,34 @@ def test_cached_trades_outlive_the_seven_days(ex: Exchange, tmp_path: Path) -> N
         pd.testing.assert_frame_equal(got, kept)
         with pytest.raises(mdcoord.InvalidRequestError, match="cache does not hold"):
             _trades(later, tmp_path, "KRW-BTC", start="2026-11-18T00:00:00Z", end=T_END)
+
+
+_KILLED_WORKER = """
+import sys, mdcoord
+mdcoord.download("KRW-BTC", "1m", start="2026-10-01", end="2026-11-01", segment_size=2000,
+                 base_url=sys.argv[1], cache=True, cache_dir=sys.argv[2], progress=False, concurrency=8,
+                 rate_limit=1000)  # the test exchange has no limit: be killed mid-work, not mid-wait
+"""
+
+
+def test_sigkill_mid_download_leaves_a_correct_cache(tmp_path: Path) -> None:
+    """Kill a downloading process (SIGKILL: no cleanup at all) at random points, five times over;
+    the cache still loads, holds no duplicate, and the next call completes it exactly."""
+    import random
+    import subprocess
+    import sys
+
+    rng = random.Random(5)
+    with Exchange(SimConfig(seed=7, now=NOW, frozen=True, rate_limit=None)) as ex:
+        for _ in range(5):
+            proc = subprocess.Popen([sys.executable, "-c", _KILLED_WORKER, ex.base_url, str(tmp_path)])
+            time.sleep(rng.uniform(1.0, 2.5))
+            proc.kill()
+            proc.wait()
+            root = tmp_path / source_name(ex.base_url) / "candles"
+            if root.exists():  # every file present is a whole, readable partition
+                times = ds.dataset(root, format="parquet", partitioning="hive").to_table().column("time").to_pandas()
+                assert times.is_unique
+        df = _candles(ex, tmp_path, "KRW-BTC", "1m", start="2026-10-01", end="2026-11-01", rate_limit=1000)
+        assert_same_candles(df, truth(ex, "KRW-BTC", "1m", "2026-10-01", "2026-11-01"))
+        assert df.attrs["mdcoord"]["cache"]["rows_from_cache"] > 0  # the killed runs' work was kept

@@ -8,7 +8,7 @@ Offline: ``python -m mdcoord demo`` runs the same pipeline against the embedded 
 (:mod:`mdcoord.sim`).
 """
 
-from . import cache
+from . import _accessor, cache  # noqa: F401 - _accessor registers df.mdc
 from ._api import (
     acandles,
     amarkets,

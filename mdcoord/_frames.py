@@ -323,3 +323,103 @@ def span_mask(
         keep[mine] = True
         first[market] = int(keys[mine[0]]) if len(mine) else lo
     return keep, first
+
+
+# -- analysis on returned frames (the df.mdc accessor delegates here) ------------------------------
+OHLCV = ["open", "high", "low", "close", "volume"]
+
+
+def as_flat(df: pd.DataFrame, market: str = "?") -> pd.DataFrame:
+    """An output frame (``time`` or ``(market, time)`` index) as a flat frame with both columns."""
+    flat = df.reset_index()
+    if "market" not in flat.columns:
+        flat.insert(0, "market", market)
+    return flat
+
+
+def like_input(flat: pd.DataFrame, template: pd.DataFrame) -> pd.DataFrame:
+    """Back to the index shape of ``template`` (one market: ``time``; several: ``(market, time)``)."""
+    if isinstance(template.index, pd.MultiIndex):
+        return flat.set_index(["market", "time"])
+    return flat.drop(columns="market").set_index("time")
+
+
+def infer_timeframe(df: pd.DataFrame) -> Timeframe:
+    """The timeframe of a candle frame: from its metadata, else from the most common step."""
+    meta = df.attrs.get("mdcoord") or {}
+    if meta.get("timeframe"):
+        return Timeframe.parse(meta["timeframe"])
+    times = df.index.get_level_values("time")
+    steps = pd.Series(np.diff(times.asi8)).value_counts() if len(times) > 1 else pd.Series(dtype="int64")
+    step = int(steps.index[0]) if len(steps) else 0
+    for tf in Timeframe:
+        if tf.step_ns == step:
+            return tf
+    if 28 * 86_400 * 10**9 <= step <= 31 * 86_400 * 10**9:
+        return Timeframe.MO1
+    if 365 * 86_400 * 10**9 <= step <= 366 * 86_400 * 10**9:
+        return Timeframe.Y1
+    raise ValueError("cannot tell the timeframe of this frame; pass timeframe='1m' (or another)")
+
+
+def validate_candles(df: pd.DataFrame) -> pd.DataFrame:
+    """The invariants of a candle frame, one row per check: ``check``, ``ok``, ``violations``."""
+    flat = as_flat(df)
+    t = flat["time"].to_numpy(dtype="datetime64[ns]")
+    m = flat["market"].to_numpy()
+    o, h, lo, c = (flat[k].to_numpy() for k in ("open", "high", "low", "close"))
+    checks = {
+        "sorted and unique (market, time)": 0 if _strictly_increasing(m, t) else 1,
+        "index is tz-aware UTC": 0 if str(getattr(df.index.get_level_values("time"), "tz", None)) == "UTC" else 1,
+        "low <= open, close <= high": int(np.count_nonzero((lo > o) | (lo > c) | (o > h) | (c > h))),
+        "low <= high": int(np.count_nonzero(lo > h)),
+        "volume >= 0": int(np.count_nonzero(flat["volume"].to_numpy() < 0)),
+        "value >= 0": int(np.count_nonzero(flat["value"].to_numpy() < 0)) if "value" in flat else 0,
+        "no missing prices": int(flat[["open", "high", "low", "close"]].isna().any(axis=1).sum()),
+        "prices > 0": int(np.count_nonzero((flat[["open", "high", "low", "close"]].to_numpy() <= 0).any(axis=1))),
+    }
+    return pd.DataFrame({"check": list(checks), "ok": [v == 0 for v in checks.values()],
+                         "violations": list(checks.values())})
+
+
+def fill_candles(df: pd.DataFrame, tf: Timeframe) -> pd.DataFrame:
+    """Every slot from each market's first to last candle; a missing candle becomes a flat
+    candle at the previous close with zero volume and value, marked ``filled=True``."""
+    parts = []
+    for market, part in as_flat(df).groupby("market", sort=False):  # per market, not per row
+        ords = tf.ordinal(part["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        grid = np.arange(ords.min(), ords.max() + 1) if len(ords) else ords
+        full = part.set_index(ords).reindex(grid)
+        filled = full["close"].isna().to_numpy()
+        close = full["close"].ffill()
+        for col in ("open", "high", "low"):
+            full[col] = full[col].where(~filled, close)
+        full["close"] = close
+        for col in ("volume", "value"):
+            if col in full:
+                full[col] = full[col].fillna(0.0)
+        full["market"] = market
+        full["time"] = pd.to_datetime(tf.start_ns(grid), utc=True).astype("datetime64[ns, UTC]")
+        full["filled"] = filled
+        parts.append(full.reset_index(drop=True))
+    out = pd.concat(parts, ignore_index=True) if parts else as_flat(df).assign(filled=False)
+    return like_input(out, df)
+
+
+_RESAMPLE_AGG = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum", "value": "sum",
+                 "last_trade_at": "max"}
+
+
+def resample_candles(df: pd.DataFrame, to: Timeframe) -> pd.DataFrame:
+    """OHLCV-correct resampling onto ``to``'s UTC grid (first/max/min/last/sum). Gap-aware: a
+    bucket without any candle is absent, never a row of NaN; ``candles`` counts the candles each
+    bucket was built from (so a partial bucket is visible)."""
+    flat = as_flat(df)
+    agg = {k: v for k, v in _RESAMPLE_AGG.items() if k in flat.columns}
+    bucket = to.ordinal(flat["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
+    grouped = flat.assign(_bucket=bucket).groupby(["market", "_bucket"], sort=True)
+    out = grouped.agg(agg)
+    out["candles"] = grouped.size()
+    out = out.reset_index()
+    out["time"] = pd.to_datetime(to.start_ns(out["_bucket"].to_numpy()), utc=True).astype("datetime64[ns, UTC]")
+    return like_input(out.drop(columns="_bucket"), df)

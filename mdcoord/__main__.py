@@ -1,7 +1,14 @@
-"""Command line: ``python -m mdcoord demo`` (offline, against the embedded exchange).
+"""Command line: build datasets, inspect the cache, run the embedded exchange or the demo.
 
-The dataset-building commands (candles/tickers/... to parquet/csv, cache) come with later
-releases; ``python -m mdcoord.sim`` runs the embedded exchange on its own.
+    python -m mdcoord candles KRW-BTC 1m --start 2026-08-01 --end 2026-11-01 --out btc.parquet
+    python -m mdcoord tickers KRW --out krw.csv
+    python -m mdcoord orderbooks KRW-BTC KRW-ETH --depth 15
+    python -m mdcoord trades KRW-BTC --count 5000 --out trades.parquet
+    python -m mdcoord cache info | cache clear --market KRW-BTC
+    python -m mdcoord sim --port 8080          # the embedded exchange
+    python -m mdcoord demo                     # offline, end to end
+
+Errors print one line (``error: ...``) and exit 1.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import sys
 
 import pandas as pd
 
-from ._exceptions import MdcoordError
+from ._exceptions import InvalidRequestError, MdcoordError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -42,9 +49,120 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write(df: pd.DataFrame, out: str | None) -> None:
+    """Save to .parquet / .csv (by extension), or show a summary when no file is given."""
+    if out is None:
+        with pd.option_context("display.width", 140, "display.max_columns", 20):
+            print(df)
+        return
+    if out.endswith(".parquet"):
+        df.to_parquet(out)
+    elif out.endswith(".csv"):
+        df.to_csv(out)
+    else:
+        raise InvalidRequestError(f"--out {out!r}: use a .parquet or .csv file name")
+    print(f"wrote {len(df)} rows to {out}", file=sys.stderr)
+
+
+def _common(args: argparse.Namespace) -> dict[str, object]:
+    opts: dict[str, object] = {"base_url": args.base_url}
+    if args.progress is not None:
+        opts["progress"] = args.progress
+    if getattr(args, "no_cache", False):
+        opts["cache"] = False
+    return opts
+
+
+def _candles_cmd(args: argparse.Namespace) -> int:
+    import mdcoord
+
+    df = mdcoord.candles(args.markets, args.timeframe, count=args.count, start=args.start, end=args.end, **_common(args))
+    _write(df, args.out)
+    return 0
+
+
+def _tickers_cmd(args: argparse.Namespace) -> int:
+    import mdcoord
+
+    _write(mdcoord.tickers(args.markets, **_common(args)), args.out)
+    return 0
+
+
+def _orderbooks_cmd(args: argparse.Namespace) -> int:
+    import mdcoord
+
+    _write(mdcoord.orderbooks(args.markets, depth=args.depth, **_common(args)), args.out)
+    return 0
+
+
+def _trades_cmd(args: argparse.Namespace) -> int:
+    import mdcoord
+
+    df = mdcoord.trades(args.markets, count=args.count, start=args.start, end=args.end, **_common(args))
+    _write(df, args.out)
+    return 0
+
+
+def _cache_cmd(args: argparse.Namespace) -> int:
+    import mdcoord
+
+    if args.action == "info":
+        info = mdcoord.cache.info()
+        print(f"cache directory: {mdcoord.cache.directory()}")
+        print(info if len(info) else "(empty)")
+    else:
+        removed = mdcoord.cache.clear(args.market, args.timeframe)
+        print(f"removed {removed} partition file(s) from {mdcoord.cache.directory()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mdcoord", description=__doc__)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sim"]:  # hand everything after `sim` (--help included) to the exchange's CLI
+        from mdcoord.sim.__main__ import main as sim_main
+
+        sim_main(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m mdcoord", description="Upbit market data into files and frames.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_command(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--out", help="write to this .parquet or .csv file (else print the frame)")
+        p.add_argument("--base-url", default=None, help="API root (default $MDCOORD_BASE_URL or the real Upbit API)")
+        bar = p.add_mutually_exclusive_group()
+        bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
+        bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+        return p
+
+    c = data_command("candles", "OHLCV candles, e.g. candles KRW-BTC 1m --start 2026-08-01 --out btc.parquet")
+    c.add_argument("markets", nargs="+", metavar="MARKET")
+    c.add_argument("timeframe", help="1s 1m 3m 5m 10m 15m 30m 1h 4h 1d 1w 1M 1y")
+    c.add_argument("--count", type=int)
+    c.add_argument("--start")
+    c.add_argument("--end")
+    c.add_argument("--no-cache", action="store_true", help="neither read nor fill the local cache")
+    c.set_defaults(func=_candles_cmd)
+    t = data_command("tickers", "current tickers, e.g. tickers KRW --out krw.csv")
+    t.add_argument("markets", nargs="+", metavar="MARKET_OR_QUOTE")
+    t.set_defaults(func=_tickers_cmd)
+    o = data_command("orderbooks", "order books, e.g. orderbooks KRW-BTC KRW-ETH --depth 15")
+    o.add_argument("markets", nargs="+", metavar="MARKET")
+    o.add_argument("--depth", type=int)
+    o.set_defaults(func=_orderbooks_cmd)
+    tr = data_command("trades", "trades of the last 7 days, e.g. trades KRW-BTC --count 5000")
+    tr.add_argument("markets", nargs="+", metavar="MARKET")
+    tr.add_argument("--count", type=int)
+    tr.add_argument("--start")
+    tr.add_argument("--end")
+    tr.add_argument("--no-cache", action="store_true")
+    tr.set_defaults(func=_trades_cmd)
+    k = sub.add_parser("cache", help="the local cache: cache info | cache clear [--market M] [--timeframe TF]")
+    k.add_argument("action", choices=["info", "clear"])
+    k.add_argument("--market")
+    k.add_argument("--timeframe")
+    k.set_defaults(func=_cache_cmd)
+    sub.add_parser("sim", help="run the embedded exchange (options: python -m mdcoord sim --help)")
     demo = sub.add_parser("demo", help="fetch candles from the embedded exchange, offline, and show them")
     demo.add_argument("--market", default="KRW-BTC")
     demo.add_argument("--timeframe", default="1m")
@@ -57,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except MdcoordError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -43,7 +43,7 @@ class Meta(dict):  # type: ignore[type-arg]
 
 @pd.api.extensions.register_dataframe_accessor("mdc")
 class CandleAccessor:
-    """Candle tools on a frame: ``meta, gaps, validate, fill, resample, to_kst, update``."""
+    """Candle tools on a frame: ``meta, gaps, validate, fill, resample, to_kst, update, plot``."""
 
     def __init__(self, df: pd.DataFrame) -> None:
         missing = [c for c in OHLCV if c not in df.columns]
@@ -116,6 +116,13 @@ class CandleAccessor:
         flat = as_flat(self._df)
         flat["time"] = flat["time"].dt.tz_convert("Asia/Seoul")
         return self._derived(like_input(flat, self._df), timezone="Asia/Seoul")
+
+    def plot(self, market: str | None = None, **kwargs: Any) -> Any:
+        """Candlesticks with volume and shaded gaps (matplotlib, the ``plot`` extra); one market
+        at a time (the first by default). Returns the Figure."""
+        from ._plot import plot_candles
+
+        return plot_candles(self._df, self.timeframe, market=market, **kwargs)
 
     def update(self, **options: Any) -> pd.DataFrame:
         """Fetch the candles that closed since the last one and return the extended frame (from

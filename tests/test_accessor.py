@@ -78,3 +78,22 @@ def test_update_fetches_only_what_is_new(ex: Exchange) -> None:
     assert newer.index[-1] == forming - pd.Timedelta(minutes=1)
     assert len(newer) == 100 + 34 and newer.index.is_unique
     assert ex.count(group="candles") == 1
+
+
+def test_plot_draws_candles_volume_and_gaps(ex: Exchange, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    thin = next(c for c in ex.market.markets("KRW")
+                if 10 < len(ex.market.candles(c, "minutes", 1, "2026-11-20T06:00:00Z", "2026-11-20T12:00:00Z")) < 300)
+    df = mdcoord.candles(thin, "1m", count=120, base_url=ex.base_url)
+    fig = df.mdc.plot()
+    price, volume = fig.axes
+    assert len(price.patches) == 120 and len(volume.patches) == 120  # a body and a volume bar each
+    legend = price.get_legend().get_texts()[0].get_text()
+    inside = int((df.index[-1] - df.index[0]) / pd.Timedelta(minutes=1)) + 1 - len(df)
+    assert inside > 0 and legend == f"no candle ({inside})"  # the gaps between the first and last candle
+    fig.savefig(tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="not in this frame"):
+        df.mdc.plot(market="KRW-NOPE")

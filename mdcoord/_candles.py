@@ -22,7 +22,7 @@ from ._config import Options, resolve_cache_dir
 from ._exceptions import ResponseFormatError
 from ._executor import Outcome, gather_or_cancel
 from ._frames import candle_rows_to_frame, clean_candles, gap_table, index_candles, sorted_unique, span_mask
-from ._job import Job, JobResult, failure
+from ._job import Job, JobResult, cache_call, failure
 from ._progress import Progress
 from ._planner import HISTORY_FLOOR, PAGE_MAX, CandleChunk, Coverage, plan_count_round, plan_range, proven_by
 from ._request import CoordinatorRequest
@@ -89,6 +89,8 @@ class CandleJob(Job[CandleChunk]):
         self.tf: Timeframe = request.timeframe
         # the slot containing the floor: a 2017 yearly candle starts on 2017-01-01
         self.floor = self.tf.slot_of(HISTORY_FLOOR)
+        if self.tf is Timeframe.S1:  # Upbit keeps ~3 months of 1s candles; proofs stop there
+            self.floor = max(self.floor, self.tf.slot_of(pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=100)))
         self.store = CandleStore(resolve_cache_dir(options), source_name(client.base_url)) if options.cache else None
 
     # -- fetching one piece -------------------------------------------------------------------------
@@ -133,6 +135,7 @@ class CandleJob(Job[CandleChunk]):
                 "enabled": self.store is not None,
                 "rows_from_cache": result.cache_rows,
                 "dir": str(self.store.root) if self.store is not None else None,
+                "error": self.cache_error,
             },
         }
         return JobResult(
@@ -191,7 +194,9 @@ class CandleJob(Job[CandleChunk]):
         for a, b in parts:
             if b <= a:
                 continue
-            frame, coverage = self.store.load(st.market, self.tf, a, b)
+            frame, coverage = cache_call(self, self.store.load, st.market, self.tf, a, b, default=(None, Coverage()))
+            if self.store is None:
+                return
             for c_lo, c_hi in coverage:
                 st.coverage.add(c_lo, c_hi)
             if frame is not None and len(frame):
@@ -209,7 +214,7 @@ class CandleJob(Job[CandleChunk]):
         if st.now_slot is not None:
             ords = self.tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
             frame = frame.loc[ords < st.now_slot]
-        self.store.save(st.market, self.tf, frame, st.new_proven)
+        cache_call(self, self.store.save, st.market, self.tf, frame, st.new_proven)
         st.saved_pages, st.new_proven = len(st.rows), []
 
     async def _now_slot(self, st: _MarketState) -> int:
@@ -223,8 +228,12 @@ class CandleJob(Job[CandleChunk]):
         req, tf = self.req, self.tf
         floor = self.client.server_time_floor
         if floor is not None and not req.include_forming:
+            floor_slot = tf.slot_of(pd.Timestamp(floor, unit="s", tz="UTC"))
             if req.end is not None and req.end.timestamp() <= floor:
-                return tf.first_slot_at_or_after(req.end)
+                # Every slot before the one holding the last Date is closed; the slot that holds
+                # `end` may not be (a mid-slot end), so it is cut off there.
+                st.now_slot = floor_slot
+                return min(tf.first_slot_at_or_after(req.end), floor_slot)
             latest = self.client.server_now_ceiling()
             if latest is not None and tf.slot_of(pd.Timestamp(latest, unit="s", tz="UTC")) == tf.slot_of(
                 pd.Timestamp(floor, unit="s", tz="UTC")

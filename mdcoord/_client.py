@@ -214,7 +214,11 @@ class Client:
         waited_before = limiter.waited
         permit = await limiter.acquire()
         stats.limiter_wait_s += limiter.waited - waited_before
-        self._check_block()  # a 418 may have arrived while we waited
+        try:
+            self._check_block()  # a 418 may have arrived while we waited
+        except IPBlockedError:
+            limiter.mark_sent(permit)  # settle the permit: a pending one would hold its slot forever
+            raise
         url = self.base_url + path
         stats.requests += 1
         timeout = aiohttp.ClientTimeout(total=options.timeout, sock_connect=options.connect_timeout)

@@ -17,7 +17,8 @@ JSON parser are translated at one boundary (``_client.py``) and never escape raw
     ├── TransportError        (R)      no usable HTTP answer
     │   ├── RequestTimeoutError (R)    no answer within the timeout
     │   ├── ConnectionFailedError (R)  refused, reset, dropped
-    │   └── ResponseFormatError (R)    a 2xx body that is not the JSON the API promises
+    │   ├── ResponseFormatError (R)    a 2xx body that is not the JSON the API promises
+    │   └── DayChangedError (R)        the exchange's UTC day changed mid-call (trades days_ago)
     ├── IncompleteDataError            some pieces still failed after their retries; lists them and
     │                                  carries the partial result (nothing that arrived is lost)
     └── ClosedError                    the runtime or client was closed
@@ -38,6 +39,7 @@ __all__ = [
     "BadRequestError",
     "ClosedError",
     "ConnectionFailedError",
+    "DayChangedError",
     "IPBlockedError",
     "IncompleteDataError",
     "InvalidRequestError",
@@ -178,6 +180,11 @@ class ResponseFormatError(TransportError):
 
     Retryable: such bodies come from proxies and broken connections, not from the request.
     """
+
+
+class DayChangedError(TransportError):
+    """The exchange's UTC day changed while a trades call ran, so ``days_ago`` shifted meaning.
+    The affected window is failed (never cached as complete); running the call again fixes it."""
 
 
 class IncompleteDataError(MdcoordError):

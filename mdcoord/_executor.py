@@ -37,6 +37,8 @@ async def gather_or_cancel(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
 
     (Plain ``gather`` lets siblings keep running — and keep sending requests — after a failure.)
     """
+    if not coros:  # asyncio.wait() refuses an empty set; no work is simply no results
+        return []
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

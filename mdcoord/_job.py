@@ -6,6 +6,7 @@ the job class for the request's data type and turns its :class:`JobResult` into 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -17,7 +18,9 @@ from ._executor import Executor
 from ._progress import Progress
 from ._request import CoordinatorRequest
 
-__all__ = ["Job", "JobResult"]
+__all__ = ["Job", "JobResult", "cache_call", "failure"]
+
+log = logging.getLogger("mdcoord")
 
 C = TypeVar("C")
 
@@ -50,12 +53,26 @@ class Job(Generic[C]):
         self.stats = stats
         self.progress = progress
         self.executor: Executor[C] = Executor(self.fetch, options.concurrency, progress, stats)
+        self.cache_error: str | None = None
 
     async def fetch(self, chunk: C) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     async def run(self) -> JobResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def cache_call(job: Any, fn: Any, *args: Any, default: Any = None) -> Any:
+    """Run a store operation; if the disk fails (full, read-only, not a directory...), log it,
+    go on without the cache for the rest of the job (the data is still returned) and note why
+    in the metadata. The cache is an optimisation: it never costs the caller their data."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - OSError, pyarrow errors...: all mean "no cache"
+        log.warning("the cache is unusable (%s: %s); continuing without it", type(exc).__name__, exc)
+        job.store = None
+        job.cache_error = f"{type(exc).__name__}: {exc}"
+        return default
 
 
 def failure(market: str | None, where: str, error: BaseException, **extra: Any) -> dict[str, Any]:

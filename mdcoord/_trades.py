@@ -27,10 +27,10 @@ import pandas as pd
 
 from ._client import CallStats, Client
 from ._config import Options, resolve_cache_dir
-from ._exceptions import InvalidRequestError, ResponseFormatError
+from ._exceptions import DayChangedError, InvalidRequestError, ResponseFormatError
 from ._executor import Outcome, gather_or_cancel
 from ._frames import clean_trades, sorted_unique, span_mask, trades_to_frame
-from ._job import Job, JobResult, failure
+from ._job import Job, JobResult, cache_call, failure
 from ._markets import catalog_of
 from ._planner import Coverage
 from ._progress import Progress
@@ -125,6 +125,7 @@ class TradeJob(Job[TradeWindow]):
     def __init__(self, request: CoordinatorRequest, client: Client, options: Options, stats: CallStats,
                  progress: Progress) -> None:
         super().__init__(request, client, options, stats, progress)
+        self.today: int | None = None  # the exchange's UTC day when the plan was made (ms)
         self.store = TradeStore(resolve_cache_dir(options), source_name(client.base_url)) if options.cache else None
 
     async def _page(self, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -144,6 +145,7 @@ class TradeJob(Job[TradeWindow]):
         rows: list[dict[str, Any]] = []
         while True:
             page = await self._page(params)
+            self._check_day(window, page)
             rows.extend(page)
             if len(page) < PAGE:  # the day is exhausted: nothing older in it
                 return rows, window.day_start
@@ -151,6 +153,21 @@ class TradeJob(Job[TradeWindow]):
                 return rows, window.lo
             params = {k: v for k, v in params.items() if k != "to"}
             params["cursor"] = page[-1]["sequential_id"]
+
+    def _check_day(self, window: TradeWindow, page: list[dict[str, Any]]) -> None:
+        """``days_ago`` counts from the exchange's current UTC day. If that day changed since the
+        plan (a call running across 00:00 UTC), the same ``days_ago`` names another day and the
+        page proves nothing about this window: fail the window (it is retried by the next call,
+        and nothing about it is cached) rather than record a wrong day as complete."""
+        floor = self.client.server_time_floor
+        day_now = int(floor * 1000) // DAY_MS * DAY_MS if floor is not None else None
+        stray = any(not window.day_start <= int(r["timestamp"]) < window.day_start + DAY_MS for r in page)
+        if stray or (day_now is not None and self.today is not None and day_now != self.today):
+            raise DayChangedError(
+                f"the exchange's UTC day changed during the call (days_ago={window.days_ago} no longer names "
+                f"{pd.Timestamp(window.day_start, unit='ms', tz='UTC').date()}); run the call again",
+                url=self.client.base_url + "/trades/ticks", group="crix-trades",
+            )
 
     async def run(self) -> JobResult:
         states = [_MarketState(m) for m in self.req.symbols]
@@ -232,7 +249,9 @@ class TradeJob(Job[TradeWindow]):
         for a, b in parts:
             if b <= a:
                 continue
-            frame, coverage = self.store.load(st.market, a, b)
+            frame, coverage = cache_call(self, self.store.load, st.market, a, b, default=(None, Coverage()))
+            if self.store is None:
+                return
             for c_lo, c_hi in coverage:
                 st.coverage.add(c_lo, c_hi)
             if frame is not None and len(frame):
@@ -246,7 +265,7 @@ class TradeJob(Job[TradeWindow]):
         if self.store is None or not st.new_proven:
             return
         frame = trades_to_frame([r for page in st.pages[st.saved_pages :] for r in page])
-        self.store.save(st.market, frame, [(a, min(b, now)) for a, b in st.new_proven if a < min(b, now)])
+        cache_call(self, self.store.save, st.market, frame, [(a, min(b, now)) for a, b in st.new_proven if a < min(b, now)])
         st.saved_pages, st.new_proven = len(st.pages), []
 
     async def _head(self, st: _MarketState) -> tuple[int, int]:
@@ -264,6 +283,7 @@ class TradeJob(Job[TradeWindow]):
         ts = np.array([int(r["timestamp"]) for r in rows], dtype=np.int64)
         now = max(date_ms, int(ts.max()) + 1 if len(ts) else 0)
         today = date_ms // DAY_MS * DAY_MS  # the exchange's UTC day: what days_ago counts from
+        self.today = today if self.today is None else self.today
         st.coverage.add(today if len(rows) < PAGE else int(ts.min()), now)
         st.new_proven.append((today if len(rows) < PAGE else int(ts.min()), now))
         if rows:
@@ -315,6 +335,7 @@ class TradeJob(Job[TradeWindow]):
                     "enabled": self.store is not None,
                     "rows_from_cache": sum(st.cache_rows for st in states),
                     "dir": str(self.store.root) if self.store is not None else None,
+                    "error": self.cache_error,
                 },
             },
         )

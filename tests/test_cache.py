@@ -305,3 +305,31 @@ def test_sigkill_mid_download_leaves_a_correct_cache(tmp_path: Path) -> None:
         df = _candles(ex, tmp_path, "KRW-BTC", "1m", start="2026-10-01", end="2026-11-01", rate_limit=1000)
         assert_same_candles(df, truth(ex, "KRW-BTC", "1m", "2026-10-01", "2026-11-01"))
         assert df.attrs["mdcoord"]["cache"]["rows_from_cache"] > 0  # the killed runs' work was kept
+
+
+def test_an_unusable_cache_directory_costs_no_data(ex: Exchange, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    df = mdcoord.candles("KRW-BTC", "1m", count=10, base_url=ex.base_url, cache=True, cache_dir=str(blocker / "sub"))
+    assert len(df) == 10 and "NotADirectoryError" in df.attrs["mdcoord"]["cache"]["error"]
+    tr = mdcoord.trades("KRW-BTC", count=10, base_url=ex.base_url, cache=True, cache_dir=str(blocker / "sub"))
+    assert len(tr) == 10 and tr.attrs["mdcoord"]["cache"]["error"]
+    assert "the cache is unusable" in caplog.text
+
+
+def test_open_ranges_the_newest_page_already_covers(fresh: Exchange) -> None:
+    """A range from a recent start: the head answers it all, there is nothing left to plan."""
+    df = mdcoord.candles("KRW-BTC", "1d", start="2026-06-01", base_url=fresh.base_url)
+    assert df.index[0] == pd.Timestamp("2026-06-01", tz="UTC") and df.index[-1] == pd.Timestamp("2026-11-19", tz="UTC")
+    assert df.attrs["mdcoord"]["requests_sent"] == 1
+
+
+def test_a_mid_slot_end_never_returns_or_stores_the_forming_candle(ex: Exchange, tmp_path: Path) -> None:
+    mdcoord.candles("KRW-BTC", "1m", count=1, base_url=ex.base_url)  # the client now knows the Date
+    df = _candles(ex, tmp_path, "KRW-BTC", "1d", end="2026-11-20T06:00:00Z", count=5)
+    assert df.index[-1] == pd.Timestamp("2026-11-19", tz="UTC")  # 11-20 is still forming at 12:34
+    m = _candles(ex, tmp_path, "KRW-BTC", "1m", start="2026-11-20T12:00:00Z", end="2026-11-20T12:34:30Z")
+    assert m.index[-1] == pd.Timestamp("2026-11-20T12:33:00Z")
+    store = CandleStore(tmp_path, source_name(ex.base_url))
+    _, cov = store.load("KRW-BTC", Timeframe.D1, 0, 10**6)
+    assert max(b for _, b in cov) <= Timeframe.D1.slot_of(pd.Timestamp("2026-11-20", tz="UTC"))

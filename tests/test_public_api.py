@@ -8,7 +8,7 @@ import mdcoord
 
 PUBLIC = {
     "APIError", "BadRequestError", "ClosedError", "ConnectionFailedError", "Coordinator",
-    "CoordinatorMetadata", "CoordinatorRequest", "CoordinatorResponse", "DataType", "IPBlockedError",
+    "CoordinatorMetadata", "CoordinatorRequest", "CoordinatorResponse", "DataType", "DayChangedError", "IPBlockedError",
     "IncompleteDataError", "InvalidRequestError", "MarketNotFoundError", "MdcoordError", "NotFoundError",
     "Options", "RateLimitError", "RequestTimeoutError", "ResponseFormatError", "RetryPolicy", "ServerError",
     "SplitStrategy", "Timeframe", "TransportError", "__version__", "acandles", "candles", "gaps",
@@ -25,13 +25,13 @@ def test_all_is_pinned() -> None:
 
 def test_every_error_is_an_mdcoord_error() -> None:
     errors = [getattr(mdcoord, n) for n in mdcoord.__all__ if n.endswith("Error")]
-    assert len(errors) == 15
+    assert len(errors) == 16
     for cls in errors:
         assert issubclass(cls, mdcoord.MdcoordError), cls
     retryable = {c.__name__ for c in errors if c.retryable}
     assert retryable == {
         "RateLimitError", "ServerError", "TransportError", "RequestTimeoutError", "ConnectionFailedError",
-        "ResponseFormatError",
+        "ResponseFormatError", "DayChangedError",
     }
 
 

@@ -35,6 +35,8 @@ _REQUIRED_FIELDS = ("market", "candle_date_time_utc", "opening_price", "trade_pr
 # Safety net on follow-up rounds; each round proves at least one new page, so this is never
 # reached by a well-behaved server.
 _MAX_ROUNDS = 10_000
+# Seconds after its end (on the exchange's clock) before a candle is written to the cache.
+SETTLE_S = 2.0
 
 
 @dataclass
@@ -211,10 +213,18 @@ class CandleJob(Job[CandleChunk]):
             return
         rows = [r for page in st.rows[st.saved_pages :] for r in page]
         frame = candle_rows_to_frame(rows, self.tf)
-        if st.now_slot is not None:
+        # Only *settled* candles become permanent: a candle that ended less than SETTLE_S before
+        # the exchange's Date may still receive late ticks (its `timestamp` can pass its end).
+        limit = st.now_slot
+        if self.client.server_time_floor is not None:
+            settled = self.tf.slot_of(pd.Timestamp(self.client.server_time_floor - SETTLE_S, unit="s", tz="UTC"))
+            limit = settled if limit is None else min(limit, settled)
+        proven = st.new_proven
+        if limit is not None:
             ords = self.tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
-            frame = frame.loc[ords < st.now_slot]
-        cache_call(self, self.store.save, st.market, self.tf, frame, st.new_proven)
+            frame = frame.loc[ords < limit]
+            proven = [(a, min(b, limit)) for a, b in proven if a < min(b, limit)]
+        cache_call(self, self.store.save, st.market, self.tf, frame, proven)
         st.saved_pages, st.new_proven = len(st.rows), []
 
     async def _now_slot(self, st: _MarketState) -> int:

@@ -45,6 +45,9 @@ HISTORY_DAYS = 7
 MIN_WINDOW_MS = 60_000
 # Window length while the density is still unknown (nothing proven yet): an hour.
 PROBE_WINDOW_MS = 3_600_000
+# Trades this close to the exchange's "now" are returned but not cached as complete: they may
+# still be arriving at the API.
+SETTLE_MS = 2_000
 _REQUIRED = ("market", "timestamp", "trade_price", "trade_volume", "sequential_id")
 
 
@@ -290,7 +293,7 @@ class TradeJob(Job[TradeWindow]):
             st.pages.append(rows)
             st.ts.append(ts)
         st.now = now
-        self._save(st, now)
+        self._save(st, now - SETTLE_MS)
         return now, today
 
     async def _round(self, st: _MarketState, windows: list[TradeWindow]) -> None:
@@ -308,7 +311,7 @@ class TradeJob(Job[TradeWindow]):
             if inside.any():
                 st.pages.append([r for r, keep in zip(rows, inside) if keep])
                 st.ts.append(ts[inside])
-        self._save(st, st.now)
+        self._save(st, st.now - SETTLE_MS)
 
     def _assemble(self, states: list[_MarketState]) -> JobResult:
         req = self.req

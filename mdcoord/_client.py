@@ -258,6 +258,7 @@ class Client:
         err = _error_for(status, body, headers, url=url, params=params, group=group)
         if isinstance(err, RateLimitError):
             stats.rate_limited += 1
+            limiter.widen()  # arrivals jitter more than the margin assumed: be more careful from now on
             limiter.pause()
         elif isinstance(err, IPBlockedError):
             self._block(err)

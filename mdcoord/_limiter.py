@@ -70,10 +70,22 @@ class SlidingWindowLimiter:
         self.pauses = 0
         #: The server's own per-window limit, as far as we can tell (Upbit documents 10).
         self.server_limit = 10
+        #: Margin added after 429s (see :meth:`widen`); kept apart from ``margin``, which callers
+        #: set from options.
+        self.extra_margin = 0.0
 
     @property
     def span(self) -> float:
-        return self.window + self.margin
+        return self.window + self.margin + self.extra_margin
+
+    def widen(self, step: float = 0.05, cap: float = 0.25) -> None:
+        """Add ``step`` to the safety margin (up to ``cap``) for the rest of the process.
+
+        Called on HTTP 429: the server saw more than N requests in a window although we never
+        started more, so arrivals jitter more than the margin assumed (a congested network, a
+        starved CPU). Widening costs a few percent of throughput; another 429 would cost more.
+        """
+        self.extra_margin = min(cap, self.extra_margin + step)
 
     def delay(self, now: float | None = None) -> float:
         """Seconds until a new request may start (0 when it may start now)."""

@@ -206,3 +206,26 @@ def test_pressure_is_judged_against_the_servers_limit_not_ours() -> None:
 
     asyncio.run(go_high())
     assert high.pauses == 0
+
+
+def test_a_429_widens_the_margin_for_good_up_to_a_cap() -> None:
+    lim, t = make()
+    assert lim.span == pytest.approx(1.05)
+    lim.widen()
+    assert lim.span == pytest.approx(1.10)
+    for _ in range(10):
+        lim.widen()
+    assert lim.span == pytest.approx(1.30)  # 1 s + 50 ms margin + at most 250 ms more
+    lim.margin = 0.05  # options re-applied by the next call leave the learned part alone
+    assert lim.span == pytest.approx(1.30)
+
+    async def go() -> list[float]:
+        sent = []
+        for _ in range(11):
+            p = await lim.acquire()
+            lim.mark_sent(p)
+            sent.append(t.now)
+        return sent
+
+    sent = asyncio.run(go())
+    assert sent[10] - sent[0] == pytest.approx(1.30)

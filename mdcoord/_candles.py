@@ -22,9 +22,9 @@ from ._config import Options, resolve_cache_dir
 from ._exceptions import ResponseFormatError
 from ._executor import Outcome, gather_or_cancel
 from ._frames import candle_rows_to_frame, clean_candles, gap_table, index_candles, sorted_unique, span_mask
-from ._job import Job, JobResult, cache_call, failure
+from ._job import CacheState, Job, JobResult, cache_call, failure
 from ._progress import Progress
-from ._planner import HISTORY_FLOOR, PAGE_MAX, CandleChunk, Coverage, plan_count_round, plan_range, proven_by
+from ._planner import HISTORY_FLOOR, PAGE_MAX, CandleChunk, plan_count_round, plan_range, proven_by
 from ._request import CoordinatorRequest
 from ._store import CandleStore, source_name
 from ._timeframe import Timeframe
@@ -40,21 +40,14 @@ SETTLE_S = 2.0
 
 
 @dataclass
-class _MarketState:
+class _MarketState(CacheState):
     market: str
-    coverage: Coverage = field(default_factory=Coverage)
     rows: list[list[dict[str, Any]]] = field(default_factory=list)
     ordinals: list[np.ndarray] = field(default_factory=list)
     failed: list[Outcome[CandleChunk]] = field(default_factory=list)
     forming: list[dict[str, Any]] = field(default_factory=list)
     span: tuple[int, int] = (0, 0)
     rounds: int = 0
-    # the cache: frames loaded from it, the slot range looked at, what is proven but not saved yet
-    cached: list[pd.DataFrame] = field(default_factory=list)
-    cache_rows: int = 0
-    loaded: tuple[int, int] | None = None
-    new_proven: list[tuple[int, int]] = field(default_factory=list)
-    saved_pages: int = 0
     now_slot: int | None = None
 
     def known_ordinals(self) -> np.ndarray:
@@ -189,23 +182,13 @@ class CandleJob(Job[CandleChunk]):
 
     # -- the cache -----------------------------------------------------------------------------------
     def _load(self, st: _MarketState, lo: int, hi: int) -> None:
-        """Bring cached candles and coverage of ``[lo, hi)`` into the state (each slot once)."""
-        if self.store is None:
-            return
-        parts = [(lo, hi)] if st.loaded is None else [(lo, min(hi, st.loaded[0])), (max(lo, st.loaded[1]), hi)]
-        for a, b in parts:
-            if b <= a:
-                continue
-            frame, coverage = cache_call(self, self.store.load, st.market, self.tf, a, b, default=(None, Coverage()))
-            if self.store is None:
-                return
-            for c_lo, c_hi in coverage:
-                st.coverage.add(c_lo, c_hi)
-            if frame is not None and len(frame):
-                st.cached.append(frame)
-                st.ordinals.append(self.tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64)))
-                st.cache_rows += len(frame)
-        st.loaded = (lo, hi) if st.loaded is None else (min(lo, st.loaded[0]), max(hi, st.loaded[1]))
+        """Bring cached candles and coverage of ``[lo, hi)`` (slots) into the state."""
+        if self.store is not None:
+            tf = self.tf
+            self.load_cached(
+                st, lo, hi, lambda a, b: self.store.load(st.market, tf, a, b), st.ordinals,
+                lambda f: tf.ordinal(f["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64)),
+            )
 
     def _save(self, st: _MarketState) -> None:
         """Write what this round proved (closed candles only) to the cache."""

@@ -40,7 +40,7 @@ from ._exceptions import (
     ServerError,
     TransportError,
 )
-from ._limiter import Permit, SlidingWindowLimiter
+from ._limiter import SlidingWindowLimiter
 from ._retry import RetryPolicy
 
 __all__ = ["CallStats", "Client", "group_for", "parse_remaining_req"]

@@ -108,12 +108,14 @@ def catalog_of(client: Client) -> MarketCatalog:
 class MarketsJob(Job[None]):
     """``markets(quote=..., details=...)``: one request, always fresh (it also refreshes the catalog)."""
 
+    async def fetch(self, chunk: None) -> list[dict[str, Any]]:
+        return await catalog_of(self.client).rows(self.options, self.stats, refresh=True)
+
     async def run(self) -> JobResult:
-        self.progress.add_total(1)
-        rows = await catalog_of(self.client).rows(self.options, self.stats, refresh=True)
-        self.progress.advance(len(rows), self.stats)
-        self.executor.pieces = 1
-        self.executor.max_in_flight = 1
+        (outcome,) = await self.executor.run([None])
+        if outcome.error is not None:
+            raise outcome.error
+        rows = outcome.data
         frame = markets_to_frame(rows, details=self.req.details)
         if self.req.symbols:
             quotes = sorted(set(frame["quote"]))

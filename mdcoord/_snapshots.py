@@ -9,6 +9,7 @@ chunks concurrently under the group's limiter, and aggregates them into one fram
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,14 +47,16 @@ class _SymbolJob(Job[SymbolChunk]):
     quotes_allowed = False
     required: tuple[str, ...] = ("market",)
 
-    def chunk_size(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def chunk_size(self) -> int:
+        """Markets per request (from the options)."""
 
     def params(self, chunk: SymbolChunk) -> dict[str, Any]:
         return {"markets": ",".join(chunk.markets)}
 
-    def to_frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def to_frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """The answers' rows as the data type's frame."""
 
     async def fetch(self, chunk: SymbolChunk) -> list[dict[str, Any]]:
         params = self.params(chunk)

@@ -22,7 +22,7 @@ from ._coordinator import Coordinator
 from ._exceptions import InvalidRequestError
 from ._request import CoordinatorRequest
 from ._runtime import get_runtime
-from ._timeframe import Timeframe, to_utc
+from ._timeframe import Timeframe
 
 __all__ = ["aiter_candles", "download", "iter_candles", "plan_segments"]
 

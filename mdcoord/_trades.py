@@ -30,9 +30,8 @@ from ._config import Options, resolve_cache_dir
 from ._exceptions import DayChangedError, InvalidRequestError, ResponseFormatError
 from ._executor import Outcome, gather_or_cancel
 from ._frames import clean_trades, sorted_unique, span_mask, trades_to_frame
-from ._job import Job, JobResult, cache_call, failure
+from ._job import CacheState, Job, JobResult, cache_call, failure
 from ._markets import catalog_of
-from ._planner import Coverage
 from ._progress import Progress
 from ._request import CoordinatorRequest
 from ._store import TradeStore, source_name
@@ -93,20 +92,13 @@ def plan_trade_windows(
 
 
 @dataclass
-class _MarketState:
+class _MarketState(CacheState):
     market: str
-    coverage: Coverage = field(default_factory=Coverage)
     pages: list[list[dict[str, Any]]] = field(default_factory=list)
     ts: list[np.ndarray] = field(default_factory=list)
     failed: list[Outcome[TradeWindow]] = field(default_factory=list)
     rounds: int = 0
     span: tuple[int, int] = (0, 0)
-    # the cache: frames loaded from it, the ms range looked at, what is proven but not saved yet
-    cached: list[pd.DataFrame] = field(default_factory=list)
-    cache_rows: int = 0
-    loaded: tuple[int, int] | None = None
-    new_proven: list[tuple[int, int]] = field(default_factory=list)
-    saved_pages: int = 0
     now: int = 2**62
 
     def timestamps(self) -> np.ndarray:
@@ -245,23 +237,12 @@ class TradeJob(Job[TradeWindow]):
 
     # -- the cache -----------------------------------------------------------------------------------
     def _load(self, st: _MarketState, lo: int, hi: int) -> None:
-        """Bring cached trades and coverage of ``[lo, hi)`` (ms) into the state, each part once."""
-        if self.store is None or hi <= lo:
-            return
-        parts = [(lo, hi)] if st.loaded is None else [(lo, min(hi, st.loaded[0])), (max(lo, st.loaded[1]), hi)]
-        for a, b in parts:
-            if b <= a:
-                continue
-            frame, coverage = cache_call(self, self.store.load, st.market, a, b, default=(None, Coverage()))
-            if self.store is None:
-                return
-            for c_lo, c_hi in coverage:
-                st.coverage.add(c_lo, c_hi)
-            if frame is not None and len(frame):
-                st.cached.append(frame)
-                st.ts.append(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1_000_000)
-                st.cache_rows += len(frame)
-        st.loaded = (lo, hi) if st.loaded is None else (min(lo, st.loaded[0]), max(hi, st.loaded[1]))
+        """Bring cached trades and coverage of ``[lo, hi)`` (ms) into the state."""
+        if self.store is not None and hi > lo:
+            self.load_cached(
+                st, lo, hi, lambda a, b: self.store.load(st.market, a, b), st.ts,
+                lambda f: f["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1_000_000,
+            )
 
     def _save(self, st: _MarketState, now: int) -> None:
         """Write what was proven since the last save (trades before ``now`` only)."""

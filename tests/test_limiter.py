@@ -27,6 +27,20 @@ def make(n: int = 10, window: float = 1.0, margin: float = 0.05) -> tuple[Slidin
     return SlidingWindowLimiter(n, window, margin, clock=t.clock, sleep=t.sleep), t
 
 
+def send(lim: SlidingWindowLimiter, t: FakeTime, n: int) -> list[float]:
+    """Acquire ``n`` permits in a row, each sent at once; their send times on the fake clock."""
+
+    async def go() -> list[float]:
+        sent = []
+        for _ in range(n):
+            p = await lim.acquire()
+            lim.mark_sent(p)
+            sent.append(t.now)
+        return sent
+
+    return asyncio.run(go())
+
+
 def max_in_any_window(times: list[float], window: float) -> int:
     times = sorted(times)
     best, j = 0, 0
@@ -40,15 +54,7 @@ def max_in_any_window(times: list[float], window: float) -> int:
 def test_first_n_pass_at_once_then_the_next_waits_one_span() -> None:
     lim, t = make()
 
-    async def go() -> list[float]:
-        sent = []
-        for _ in range(11):
-            p = await lim.acquire()
-            lim.mark_sent(p)
-            sent.append(t.now)
-        return sent
-
-    sent = asyncio.run(go())
+    sent = send(lim, t, 11)
     assert sent[:10] == [100.0] * 10
     assert sent[10] == pytest.approx(101.05)
     assert t.sleeps == [pytest.approx(1.05)]
@@ -58,15 +64,7 @@ def test_never_more_than_n_in_any_window_even_with_jitter() -> None:
     """A leaky bucket (aiolimiter 10/1s) lets ~19 through in the first second; this lets 10."""
     lim, t = make()
 
-    async def go() -> list[float]:
-        sent = []
-        for _ in range(200):
-            p = await lim.acquire()
-            lim.mark_sent(p)
-            sent.append(t.now)
-        return sent
-
-    sent = asyncio.run(go())
+    sent = send(lim, t, 200)
     assert max_in_any_window(sent, 1.0) == 10
     # Jitter of up to the margin on the way to the server cannot make 11 arrive within 1 s:
     # shift every even request late and every odd one early by half the margin.
@@ -219,13 +217,5 @@ def test_a_429_widens_the_margin_for_good_up_to_a_cap() -> None:
     lim.margin = 0.05  # options re-applied by the next call leave the learned part alone
     assert lim.span == pytest.approx(1.30)
 
-    async def go() -> list[float]:
-        sent = []
-        for _ in range(11):
-            p = await lim.acquire()
-            lim.mark_sent(p)
-            sent.append(t.now)
-        return sent
-
-    sent = asyncio.run(go())
+    sent = send(lim, t, 11)
     assert sent[10] - sent[0] == pytest.approx(1.30)

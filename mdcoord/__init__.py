@@ -43,6 +43,7 @@ from ._exceptions import (
     ServerError,
     TransportError,
 )
+from ._metrics import metrics, reset_metrics
 from ._request import CoordinatorMetadata, CoordinatorRequest, CoordinatorResponse, DataType, SplitStrategy
 from ._retry import RetryPolicy
 from ._timeframe import Timeframe
@@ -87,9 +88,11 @@ __all__ = [
     "gaps",
     "iter_candles",
     "markets",
+    "metrics",
     "orderbooks",
     "tickers",
     "trades",
     "get_options",
     "set_options",
+    "reset_metrics",
 ]

@@ -11,6 +11,7 @@ which case it is the last row and ``attrs["mdcoord"]["forming_candle"]`` names i
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,8 @@ def _ordinals_of(rows: list[dict[str, Any]], tf: Timeframe) -> np.ndarray:
 class CandleJob(Job[CandleChunk]):
     """One candles request, run on the runtime loop."""
 
+    group = "candles"
+
     def __init__(
         self, request: CoordinatorRequest, client: Client, options: Options, stats: CallStats, progress: Progress
     ) -> None:
@@ -108,7 +111,9 @@ class CandleJob(Job[CandleChunk]):
     async def run(self) -> JobResult:
         states = [_MarketState(m) for m in self.req.symbols]
         await gather_or_cancel([self._run_market(s) for s in states])
-        return self._finish(self._assemble(states))
+        # aggregation in a worker thread: a big frame must not stall the loop (and the limiter's
+        # timing) for the other calls running on it
+        return await asyncio.to_thread(lambda: self._finish(self._assemble(states)))
 
     def _finish(self, result: CandleResult) -> JobResult:
         """Gap report, metadata and the output index."""
@@ -148,14 +153,14 @@ class CandleJob(Job[CandleChunk]):
             lo = max(self.floor, tf.first_slot_at_or_after(req.start))
             if req.end is not None and self.store is not None:
                 hi = tf.first_slot_at_or_after(req.end)
-                self._load(st, lo, hi)
+                await self._load(st, lo, hi)
                 if not st.coverage.missing(lo, hi):  # wholly cached: closed candles, no question
                     st.span = (lo, max(lo, hi))
                     return
             now_slot = await self._now_slot(st)
             hi = now_slot if req.end is None else min(now_slot, tf.first_slot_at_or_after(req.end))
             st.span = (lo, max(lo, hi))
-            self._load(st, lo, hi)
+            await self._load(st, lo, hi)
             await self._round(st, plan_range(st.market, tf, lo, hi, st.coverage))
             return
         now_slot = await self._now_slot(st)
@@ -165,7 +170,7 @@ class CandleJob(Job[CandleChunk]):
             chunks = self._plan_count(st, end)
             while chunks and self.store is not None and (st.loaded is None or min(c.lo for c in chunks) < st.loaded[0]):
                 # what the plan reaches for may be cached: look there first, then plan again
-                self._load(st, min(c.lo for c in chunks), end)
+                await self._load(st, min(c.lo for c in chunks), end)
                 chunks = self._plan_count(st, end)
             if not chunks:
                 return
@@ -181,34 +186,40 @@ class CandleJob(Job[CandleChunk]):
         return plan_count_round(st.market, self.tf, end, self.req.count, have, st.coverage, self.floor)
 
     # -- the cache -----------------------------------------------------------------------------------
-    def _load(self, st: _MarketState, lo: int, hi: int) -> None:
+    async def _load(self, st: _MarketState, lo: int, hi: int) -> None:
         """Bring cached candles and coverage of ``[lo, hi)`` (slots) into the state."""
         if self.store is not None:
             tf = self.tf
-            self.load_cached(
-                st, lo, hi, lambda a, b: self.store.load(st.market, tf, a, b), st.ordinals,
+            await self.load_cached(
+                st, lo, hi, lambda a, b, store=self.store: store.load(st.market, tf, a, b), st.ordinals,
                 lambda f: tf.ordinal(f["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64)),
             )
 
-    def _save(self, st: _MarketState) -> None:
+    async def _save(self, st: _MarketState) -> None:
         """Write what this round proved (closed candles only) to the cache."""
         if self.store is None or not st.new_proven:
             return
-        rows = [r for page in st.rows[st.saved_pages :] for r in page]
-        frame = candle_rows_to_frame(rows, self.tf)
+        pages, proven = st.rows[st.saved_pages :], st.new_proven
+        st.saved_pages, st.new_proven = len(st.rows), []
         # Only *settled* candles become permanent: a candle that ended less than SETTLE_S before
         # the exchange's Date may still receive late ticks (its `timestamp` can pass its end).
         limit = st.now_slot
         if self.client.server_time_floor is not None:
             settled = self.tf.slot_of(pd.Timestamp(self.client.server_time_floor - SETTLE_S, unit="s", tz="UTC"))
             limit = settled if limit is None else min(limit, settled)
-        proven = st.new_proven
+        await cache_call(self, self._write, self.store, st.market, pages, proven, limit)
+
+    def _write(
+        self, store: CandleStore, market: str, pages: list[list[dict[str, Any]]], proven: list[tuple[int, int]],
+        limit: int | None,
+    ) -> None:
+        """Build the frame of ``pages`` and merge it into the store (runs in a worker thread)."""
+        frame = candle_rows_to_frame([r for page in pages for r in page], self.tf)
         if limit is not None:
             ords = self.tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
             frame = frame.loc[ords < limit]
             proven = [(a, min(b, limit)) for a, b in proven if a < min(b, limit)]
-        cache_call(self, self.store.save, st.market, self.tf, frame, proven)
-        st.saved_pages, st.new_proven = len(st.rows), []
+        store.save(market, self.tf, frame, proven)
 
     async def _now_slot(self, st: _MarketState) -> int:
         """The forming slot ("now" on the exchange's clock), asking the exchange when needed.
@@ -255,7 +266,8 @@ class CandleJob(Job[CandleChunk]):
             lo = self.floor
         st.coverage.add(lo, now_slot)
         st.new_proven.append((lo, now_slot))
-        self._save(st)
+        st.take_unlooked(lo, now_slot)  # the head's answer is complete there: no need to read it back
+        await self._save(st)
         return now_slot
 
     async def _round(self, st: _MarketState, chunks: list[CandleChunk]) -> None:
@@ -272,7 +284,7 @@ class CandleJob(Job[CandleChunk]):
             if rows:
                 st.rows.append(rows)
                 st.ordinals.append(ords)
-        self._save(st)
+        await self._save(st)
 
     # -- aggregation ------------------------------------------------------------------------------------
     def _assemble(self, states: list[_MarketState]) -> CandleResult:

@@ -23,7 +23,8 @@ import aiohttp
 import orjson
 
 from ._version import __version__
-from ._config import Options
+from ._concurrency import ConcurrencyGate, LoopLagMonitor
+from ._config import Options, source_name
 from ._exceptions import (
     APIError,
     BadRequestError,
@@ -40,7 +41,8 @@ from ._exceptions import (
     ServerError,
     TransportError,
 )
-from ._limiter import SlidingWindowLimiter
+from ._limiter import AUTO_MARGIN_START, SlidingWindowLimiter
+from ._metrics import METRICS
 from ._retry import RetryPolicy
 
 __all__ = ["CallStats", "Client", "group_for", "parse_remaining_req"]
@@ -108,11 +110,15 @@ class Client:
         sleep: Any = asyncio.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.source = source_name(self.base_url)
         self._rng = rng or random.Random()
         self._clock = clock
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
         self._limiters: dict[str, SlidingWindowLimiter] = {}
+        self._gates: dict[str, ConcurrencyGate] = {}
+        self.lag = LoopLagMonitor(self._on_stall)
+        METRICS.watch_lag(self.source, self.lag)
         self._blocked_until = float("-inf")
         self._block_error: IPBlockedError | None = None
         self._closed = False
@@ -128,8 +134,30 @@ class Client:
         if lim is None:
             lim = self._limiters[group] = SlidingWindowLimiter(10, 1.0, 0.05, clock=self._clock, sleep=self._sleep)
         if options is not None:
-            lim.max_requests, lim.margin = options.rate_limit, options.rate_margin
+            lim.max_requests = options.rate_limit
+            if options.rate_margin == "auto":
+                if not lim.auto_margin:  # switching to auto: start from the safe default
+                    lim.auto_margin, lim.margin = True, AUTO_MARGIN_START
+            else:
+                lim.auto_margin, lim.margin = False, float(options.rate_margin)
         return lim
+
+    def gate(self, group: str, options: Options | None = None) -> ConcurrencyGate:
+        """The adaptive concurrency gate of ``group`` (created on first use), shared by every
+        call in the process that uses ``concurrency="auto"``."""
+        gate = self._gates.get(group)
+        if gate is None:
+            gate = self._gates[group] = ConcurrencyGate.adaptive(clock=self._clock)
+            METRICS.watch(self.source, group, gate)
+        if options is not None:
+            gate.rate = options.rate_limit
+        return gate
+
+    def _on_stall(self, lag: float) -> None:
+        """The event loop woke ``lag`` s late: the machine is saturated; ask for less at once."""
+        log.debug("event loop stalled for %.3f s; shrinking concurrency", lag)
+        for gate in self._gates.values():
+            gate.overload(0.75)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -166,6 +194,7 @@ class Client:
 
     async def close(self) -> None:
         self._closed = True
+        await self.lag.stop()
         if self._session is not None and not self._session.closed:
             await self._session.close()
 
@@ -196,6 +225,7 @@ class Client:
                 if not policy.should_retry(err, attempt):
                     raise
                 delay = policy.delay(attempt, self._rng)
+                METRICS.retry(self.source, group)
                 log.debug("retry %d of %s %s in %.2fs after %s", attempt + 1, path, params, delay, err)
                 stats.retries += 1
                 attempt += 1
@@ -221,6 +251,46 @@ class Client:
             raise
         url = self.base_url + path
         stats.requests += 1
+        self.lag.touch()
+        started = self._clock()
+        outcome: str | None = None  # None: cancelled, or a bug; counted as an attempt only
+        latency: float | None = None
+        try:
+            data = await self._exchange(url, path, params, group, limiter, permit, options, stats)
+            outcome = "ok"
+            return data
+        except MdcoordError as err:
+            outcome = _OUTCOMES.get(type(err)) or next(
+                (name for cls, name in _OUTCOMES.items() if isinstance(err, cls)), "client_errors"
+            )
+            raise
+        finally:
+            if outcome is not None and outcome != "timeouts":
+                latency = self._clock() - started
+            METRICS.attempt(self.source, group, outcome, latency, limiter.waited - waited_before)
+            gate = self._gates.get(group)
+            if gate is not None:
+                if outcome == "rate_limited":
+                    gate.overload(0.5)
+                elif outcome == "timeouts":
+                    gate.overload(0.75)
+                elif latency is not None and outcome in ("ok", "server_errors", "client_errors"):
+                    gate.observe(latency)
+            if latency is not None and outcome in ("ok", "server_errors", "client_errors", "rate_limited"):
+                limiter.observe_rtt(latency)
+
+    async def _exchange(
+        self,
+        url: str,
+        path: str,
+        params: dict[str, Any],
+        group: str,
+        limiter: SlidingWindowLimiter,
+        permit: Any,
+        options: Options,
+        stats: CallStats,
+    ) -> Any:
+        """One HTTP exchange: send, read, translate the answer (rows, or a typed error)."""
         timeout = aiohttp.ClientTimeout(total=options.timeout, sock_connect=options.connect_timeout)
         try:
             session = self._get_session()
@@ -305,6 +375,18 @@ class Client:
                 e.status, f"{e.server_message} (still blocked; {left:.0f} s left, nothing sent)",
                 retry_after=left, url=e.url, params=e.params, group=e.group,
             )
+
+
+# What an attempt's error counts as in the metrics (first matching class wins).
+_OUTCOMES: dict[type[MdcoordError], str] = {
+    RateLimitError: "rate_limited",
+    IPBlockedError: "blocked",
+    ServerError: "server_errors",
+    RequestTimeoutError: "timeouts",
+    ResponseFormatError: "bad_bodies",
+    TransportError: "connection_errors",
+    APIError: "client_errors",
+}
 
 
 def _decode(body: bytes, content_type: str, **ctx: Any) -> Any:

@@ -25,6 +25,7 @@ from ._client import CallStats
 from ._config import Options, get_options, resolve_base_url
 from ._exceptions import IncompleteDataError, MdcoordError
 from ._executor import Executor
+from ._metrics import METRICS
 from ._progress import Progress
 from ._request import CoordinatorMetadata, CoordinatorRequest, CoordinatorResponse, DataType
 from ._runtime import Runtime, get_runtime
@@ -83,6 +84,7 @@ class Coordinator:
             result = await job.run()
         except MdcoordError as err:
             self._fill_counters(meta, stats, job.executor, started)
+            self._record(request, meta, None)
             return CoordinatorResponse(False, None, meta, err)
         finally:
             progress.close()
@@ -97,11 +99,22 @@ class Coordinator:
             setattr(meta, key, value)
         meta.data_count = len(result.frame)
         self._fill_counters(meta, stats, job.executor, started)
+        self._record(request, meta, result.meta.get("cache"))
         frame = result.frame
         frame.attrs["mdcoord"] = meta.to_dict()
         if result.failures and options.on_error == "raise":
             return CoordinatorResponse(False, frame, meta, IncompleteDataError(meta.failures, frame))
         return CoordinatorResponse(True, frame, meta)
+
+    @staticmethod
+    def _record(request: CoordinatorRequest, meta: CoordinatorMetadata, cache: dict[str, Any] | None) -> None:
+        """Feed the process-wide metrics (``mdcoord.metrics("splits")`` / ``("cache")``)."""
+        METRICS.call(
+            request.data_type.value, meta.split_strategy_used,
+            pieces=meta.split_count, requests=meta.requests_sent, rows=meta.data_count, rounds=meta.rounds,
+            failed=len(meta.failures), seconds=meta.processing_time_ms / 1000,
+            cache_rows=cache["rows_from_cache"] if cache and cache.get("enabled") else None,
+        )
 
     @staticmethod
     def _fill_counters(meta: CoordinatorMetadata, stats: CallStats, executor: Executor[Any], started: float) -> None:

@@ -1,7 +1,8 @@
 """Run pieces concurrently under a bound on requests in flight.
 
 The rate limit is enforced by the client's per-group limiter; the executor only bounds
-concurrency (a semaphore) and decides what a failure means: a retryable error that survived its
+concurrency (a :class:`~mdcoord._concurrency.ConcurrencyGate`: adaptive and shared by the
+group, or fixed for this call) and decides what a failure means: a retryable error that survived its
 retries marks *that piece* as failed (it is reported, never dropped); any other error (4xx, 418,
 bad input) is fatal and cancels every sibling at once, so no further request is sent.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._client import CallStats
+from ._concurrency import ConcurrencyGate
 from ._exceptions import MdcoordError
 from ._progress import Progress
 
@@ -53,18 +55,18 @@ async def gather_or_cancel(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
 
 
 class Executor(Generic[C]):
-    """Fetch pieces with at most ``concurrency`` in flight; shared by all markets of a call."""
+    """Fetch pieces with as many in flight as ``gate`` allows; shared by all markets of a call."""
 
     def __init__(
         self,
         fetch: Callable[[C], Awaitable[Any]],
-        concurrency: int,
+        gate: ConcurrencyGate,
         progress: Progress,
         stats: CallStats,
         size_of: Callable[[Any], int] = len,
     ) -> None:
         self._fetch = fetch
-        self._sem = asyncio.Semaphore(concurrency)
+        self.gate = gate
         self._progress = progress
         self._stats = stats
         self._size_of = size_of
@@ -79,17 +81,18 @@ class Executor(Generic[C]):
         return await gather_or_cancel([self._one(c) for c in chunks])
 
     async def _one(self, chunk: C) -> Outcome[C]:
-        async with self._sem:
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            try:
-                data = await self._fetch(chunk)
-            except MdcoordError as err:
-                if not err.retryable:
-                    raise
-                self._progress.advance(0, self._stats)
-                return Outcome(chunk, error=err)
-            finally:
-                self.in_flight -= 1
+        await self.gate.acquire()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            data = await self._fetch(chunk)
+        except MdcoordError as err:
+            if not err.retryable:
+                raise
+            self._progress.advance(0, self._stats)
+            return Outcome(chunk, error=err)
+        finally:
+            self.in_flight -= 1
+            self.gate.release()
         self._progress.advance(self._size_of(data), self._stats)
         return Outcome(chunk, data=data)

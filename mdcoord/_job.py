@@ -6,6 +6,7 @@ the job class for the request's data type and turns its :class:`JobResult` into 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ._client import CallStats, Client
+from ._concurrency import ConcurrencyGate
 from ._config import Options
 from ._executor import Executor
 from ._planner import Coverage
@@ -71,6 +73,7 @@ class Job(ABC, Generic[C]):
     """Base of the per-data-type jobs: holds the request, client, options and executor."""
 
     store: Any = None  # the job's cache store (None: no cache)
+    group: str  # the rate-limit group its requests go to (the adaptive gate is per group)
 
     def __init__(
         self, request: CoordinatorRequest, client: Client, options: Options, stats: CallStats, progress: Progress
@@ -80,7 +83,12 @@ class Job(ABC, Generic[C]):
         self.options = options
         self.stats = stats
         self.progress = progress
-        self.executor: Executor[C] = Executor(self.fetch, options.concurrency, progress, stats)
+        gate = (
+            client.gate(self.group, options)
+            if options.concurrency == "auto"
+            else ConcurrencyGate.fixed(int(options.concurrency))
+        )
+        self.executor: Executor[C] = Executor(self.fetch, gate, progress, stats)
         self.cache_error: str | None = None
 
     @abstractmethod
@@ -91,13 +99,14 @@ class Job(ABC, Generic[C]):
     async def run(self) -> JobResult:
         """Plan, fetch and aggregate the whole request."""
 
-    def load_cached(self, st: CacheState, lo: int, hi: int, load: Any, keys: list[np.ndarray], key_of: Any) -> None:
+    async def load_cached(self, st: CacheState, lo: int, hi: int, load: Any, keys: list[np.ndarray], key_of: Any) -> None:
         """Bring cached rows and coverage of ``[lo, hi)`` into ``st``, each part only once:
-        ``load(a, b)`` reads the store, ``key_of(frame)`` gives the keys appended to ``keys``."""
+        ``load(a, b)`` reads the store (in a worker thread), ``key_of(frame)`` gives the keys
+        appended to ``keys``."""
         if self.store is None:
             return
         for a, b in st.take_unlooked(lo, hi):
-            frame, coverage = cache_call(self, load, a, b, default=(None, Coverage()))
+            frame, coverage = await cache_call(self, load, a, b, default=(None, Coverage()))
             if self.store is None:  # the disk failed: go on without the cache
                 return
             for c_lo, c_hi in coverage:
@@ -108,12 +117,14 @@ class Job(ABC, Generic[C]):
                 st.cache_rows += len(frame)
 
 
-def cache_call(job: Any, fn: Any, *args: Any, default: Any = None) -> Any:
-    """Run a store operation; if the disk fails (full, read-only, not a directory...), log it,
-    go on without the cache for the rest of the job (the data is still returned) and note why
-    in the metadata. The cache is an optimisation: it never costs the caller their data."""
+async def cache_call(job: Any, fn: Any, *args: Any, default: Any = None) -> Any:
+    """Run a store operation in a worker thread (disk I/O and Parquet encoding never hold up the
+    event loop, whose timing the limiter relies on); if the disk fails (full, read-only, not a
+    directory...), log it, go on without the cache for the rest of the job (the data is still
+    returned) and note why in the metadata. The cache is an optimisation: it never costs the
+    caller their data."""
     try:
-        return fn(*args)
+        return await asyncio.to_thread(fn, *args)
     except Exception as exc:  # noqa: BLE001 - OSError, pyarrow errors...: all mean "no cache"
         log.warning("the cache is unusable (%s: %s); continuing without it", type(exc).__name__, exc)
         job.store = None

@@ -8,7 +8,10 @@ request start only when fewer than N of them lie within the last ``window + marg
 
 The margin absorbs network jitter: two requests that left 1.00 s apart may arrive 0.97 s apart.
 With a margin of ``m`` the server never sees N+1 requests within one window as long as the
-one-way delay varies by less than ``m``. The recorded time of a request is moved to the moment
+one-way delay varies by less than ``m``. That variation is measured, not assumed (``auto_margin``):
+the spread of the round trips seen (0.75 × (p95 − p5) of the last 64, which bounds the spread of
+one-way delays, server time included), between 20 ms and 250 ms; 50 ms until 16 answers are in.
+Every percent of margin is a percent of throughput, so a quiet network runs closer to the limit. The recorded time of a request is moved to the moment
 its headers actually left (``mark_sent``), so time spent opening a connection or waiting for a
 pooled one never makes two requests look further apart than they were.
 
@@ -20,10 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-__all__ = ["Permit", "SlidingWindowLimiter"]
+__all__ = ["AUTO_MARGIN_START", "Permit", "SlidingWindowLimiter"]
+
+AUTO_MARGIN_START = 0.05  # the margin before enough round trips were measured
+AUTO_MARGIN_MIN = 0.02
+AUTO_MARGIN_MAX = 0.25
+AUTO_MARGIN_MIN_SAMPLES = 16
 
 
 @dataclass
@@ -73,6 +82,10 @@ class SlidingWindowLimiter:
         #: Margin added after 429s (see :meth:`widen`); kept apart from ``margin``, which callers
         #: set from options.
         self.extra_margin = 0.0
+        #: When True, ``margin`` follows the measured spread of round trips (:meth:`observe_rtt`).
+        self.auto_margin = False
+        self._rtts: deque[float] = deque(maxlen=64)
+        self._rtts_seen = 0
 
     @property
     def span(self) -> float:
@@ -86,6 +99,18 @@ class SlidingWindowLimiter:
         starved CPU). Widening costs a few percent of throughput; another 429 would cost more.
         """
         self.extra_margin = min(cap, self.extra_margin + step)
+
+    def observe_rtt(self, seconds: float) -> None:
+        """A request of this group took ``seconds`` from leaving to its answer (auto margin)."""
+        if not self.auto_margin:
+            return
+        self._rtts.append(seconds)
+        self._rtts_seen += 1
+        if len(self._rtts) >= AUTO_MARGIN_MIN_SAMPLES and self._rtts_seen % 4 == 0:
+            ordered = sorted(self._rtts)
+            n = len(ordered) - 1
+            spread = ordered[round(0.95 * n)] - ordered[round(0.05 * n)]
+            self.margin = min(AUTO_MARGIN_MAX, max(AUTO_MARGIN_MIN, 0.75 * spread))
 
     def delay(self, now: float | None = None) -> float:
         """Seconds until a new request may start (0 when it may start now)."""

@@ -108,6 +108,8 @@ def catalog_of(client: Client) -> MarketCatalog:
 class MarketsJob(Job[None]):
     """``markets(quote=..., details=...)``: one request, always fresh (it also refreshes the catalog)."""
 
+    group = "market"
+
     async def fetch(self, chunk: None) -> list[dict[str, Any]]:
         return await catalog_of(self.client).rows(self.options, self.stats, refresh=True)
 

@@ -88,6 +88,7 @@ class _SymbolJob(Job[SymbolChunk]):
 
 class TickerJob(_SymbolJob):
     path = "/ticker"
+    group = "ticker"
     quotes_allowed = True
     required = ("market", "trade_price", "timestamp")
 
@@ -100,6 +101,7 @@ class TickerJob(_SymbolJob):
 
 class OrderbookJob(_SymbolJob):
     path = "/orderbook"
+    group = "orderbook"
     required = ("market", "timestamp", "orderbook_units")
 
     def chunk_size(self) -> int:

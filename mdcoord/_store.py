@@ -28,12 +28,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -41,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
 
+from ._config import source_name
 from ._exceptions import InvalidRequestError
 from ._frames import canonical_candles
 from ._planner import Coverage
@@ -55,16 +54,6 @@ _META_KEY = b"mdcoord"
 _FORMAT_VERSION = 1
 _FILE = "part.parquet"
 _ALL = (-(2**62), 2**62)
-
-
-def source_name(base_url: str) -> str:
-    """The cache's name for an exchange: ``upbit`` for the real API, else ``host_port``."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or "unknown"
-    if host == "api.upbit.com":
-        return "upbit"
-    name = f"{host}_{parts.port}" if parts.port else host
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ it aims at ``options.trades_per_window`` trades, from the density seen so far.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,8 @@ class _MarketState(CacheState):
 class TradeJob(Job[TradeWindow]):
     """One trades request, run on the runtime loop."""
 
+    group = "crix-trades"
+
     def __init__(self, request: CoordinatorRequest, client: Client, options: Options, stats: CallStats,
                  progress: Progress) -> None:
         super().__init__(request, client, options, stats, progress)
@@ -167,7 +170,7 @@ class TradeJob(Job[TradeWindow]):
     async def run(self) -> JobResult:
         states = [_MarketState(m) for m in self.req.symbols]
         await gather_or_cancel([self._run_market(s) for s in states])
-        return self._assemble(states)
+        return await asyncio.to_thread(self._assemble, states)  # off the loop, as for candles
 
     async def _run_market(self, st: _MarketState) -> None:
         req = self.req
@@ -175,7 +178,7 @@ class TradeJob(Job[TradeWindow]):
             assert req.start is not None
             lo = _ms(req.start)
             if req.end is not None and self.store is not None:
-                self._load(st, lo, _ms(req.end))
+                await self._load(st, lo, _ms(req.end))
                 if not st.coverage.missing(lo, _ms(req.end)):  # wholly cached, even beyond 7 days
                     st.span = (lo, _ms(req.end))
                     return
@@ -191,7 +194,7 @@ class TradeJob(Job[TradeWindow]):
                     f"start={req.start.isoformat()} is not before the exchange's now "
                     f"({pd.Timestamp(now, unit='ms', tz='UTC').isoformat()}): no trades can exist there yet"
                 )
-            self._load(st, lo, hi)
+            await self._load(st, lo, hi)
             missing = st.coverage.missing(lo, hi)
             if missing and missing[0][0] < earliest:
                 raise InvalidRequestError(
@@ -227,7 +230,7 @@ class TradeJob(Job[TradeWindow]):
             need_ms = (req.count - have) / density * 1.25 if density > 0 else PROBE_WINDOW_MS
             lo = max(earliest, reach - max(MIN_WINDOW_MS, math.ceil(need_ms)))
             if self.store is not None and (st.loaded is None or lo < st.loaded[0]):
-                self._load(st, lo, hi)  # what the plan reaches for may be cached: look first
+                await self._load(st, lo, hi)  # what the plan reaches for may be cached: look first
                 continue
             windows = [
                 w for a, b in reversed(st.coverage.missing(lo, reach))
@@ -236,21 +239,27 @@ class TradeJob(Job[TradeWindow]):
             await self._round(st, windows)
 
     # -- the cache -----------------------------------------------------------------------------------
-    def _load(self, st: _MarketState, lo: int, hi: int) -> None:
+    async def _load(self, st: _MarketState, lo: int, hi: int) -> None:
         """Bring cached trades and coverage of ``[lo, hi)`` (ms) into the state."""
         if self.store is not None and hi > lo:
-            self.load_cached(
-                st, lo, hi, lambda a, b: self.store.load(st.market, a, b), st.ts,
+            await self.load_cached(
+                st, lo, hi, lambda a, b, store=self.store: store.load(st.market, a, b), st.ts,
                 lambda f: f["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1_000_000,
             )
 
-    def _save(self, st: _MarketState, now: int) -> None:
+    async def _save(self, st: _MarketState, now: int) -> None:
         """Write what was proven since the last save (trades before ``now`` only)."""
         if self.store is None or not st.new_proven:
             return
-        frame = trades_to_frame([r for page in st.pages[st.saved_pages :] for r in page])
-        cache_call(self, self.store.save, st.market, frame, [(a, min(b, now)) for a, b in st.new_proven if a < min(b, now)])
+        pages, proven = st.pages[st.saved_pages :], [(a, min(b, now)) for a, b in st.new_proven if a < min(b, now)]
         st.saved_pages, st.new_proven = len(st.pages), []
+        await cache_call(self, self._write, self.store, st.market, pages, proven)
+
+    def _write(
+        self, store: TradeStore, market: str, pages: list[list[dict[str, Any]]], proven: list[tuple[int, int]]
+    ) -> None:
+        """Build the frame of ``pages`` and merge it into the store (runs in a worker thread)."""
+        store.save(market, trades_to_frame([r for page in pages for r in page]), proven)
 
     async def _head(self, st: _MarketState) -> tuple[int, int]:
         """Today's newest page: it tells the exchange's "now" and day (``Date``) and the density.
@@ -268,13 +277,15 @@ class TradeJob(Job[TradeWindow]):
         now = max(date_ms, int(ts.max()) + 1 if len(ts) else 0)
         today = date_ms // DAY_MS * DAY_MS  # the exchange's UTC day: what days_ago counts from
         self.today = today if self.today is None else self.today
-        st.coverage.add(today if len(rows) < PAGE else int(ts.min()), now)
-        st.new_proven.append((today if len(rows) < PAGE else int(ts.min()), now))
+        proven_lo = today if len(rows) < PAGE else int(ts.min())
+        st.coverage.add(proven_lo, now)
+        st.new_proven.append((proven_lo, now))
+        st.take_unlooked(proven_lo, now)  # the head's answer is complete there: no need to read it back
         if rows:
             st.pages.append(rows)
             st.ts.append(ts)
         st.now = now
-        self._save(st, now - SETTLE_MS)
+        await self._save(st, now - SETTLE_MS)
         return now, today
 
     async def _round(self, st: _MarketState, windows: list[TradeWindow]) -> None:
@@ -292,7 +303,7 @@ class TradeJob(Job[TradeWindow]):
             if inside.any():
                 st.pages.append([r for r, keep in zip(rows, inside) if keep])
                 st.ts.append(ts[inside])
-        self._save(st, st.now - SETTLE_MS)
+        await self._save(st, st.now - SETTLE_MS)
 
     def _assemble(self, states: list[_MarketState]) -> JobResult:
         req = self.req

@@ -12,7 +12,7 @@ PUBLIC = {
     "IncompleteDataError", "InvalidRequestError", "MarketNotFoundError", "MdcoordError", "NotFoundError",
     "Options", "RateLimitError", "RequestTimeoutError", "ResponseFormatError", "RetryPolicy", "ServerError",
     "SplitStrategy", "Timeframe", "TransportError", "__version__", "acandles", "candles", "gaps",
-    "get_options", "set_options", "markets", "amarkets", "tickers", "atickers", "orderbooks", "aorderbooks",
+    "get_options", "set_options", "metrics", "reset_metrics", "markets", "amarkets", "tickers", "atickers", "orderbooks", "aorderbooks",
     "trades", "atrades", "cache", "iter_candles", "aiter_candles", "download",
 }
 

@@ -287,7 +287,7 @@ def bench_rss(runs: int) -> dict[str, Any]:
     r = out["results"]
     for func in ("download", "candles"):
         one, six = r[f"{func} 1 month(s)"], r[f"{func} 6 month(s)"]
-        grow = lambda x: x["median_peak_rss_mb"] - x["median_after_import_mb"]  # noqa: E731
+        grow = lambda x: x["median_peak_rss_mb"] - x["median_after_import_mb"]
         out[f"{func}_growth_6_vs_1"] = round(grow(six) / grow(one), 2) if grow(one) > 0 else None
     return out
 

@@ -32,7 +32,6 @@ FORMING = NOW_TS.floor("min")
 MARKET = "KRW-BTC"
 LATENCIES = (0.03, 0.15, 0.3)
 RATE = 10  # requests per second per group, the exchange's strict limit
-MARGIN = 0.05  # mdcoord's default safety margin on the 1-second window (Options.rate_margin)
 OHLCV = ["open", "high", "low", "close", "volume"]
 
 
@@ -62,6 +61,29 @@ def statuses(ex: Exchange, group: str | None = None) -> dict[str, int]:
         "429s": ex.count(group=group, status=429),
         "418s": ex.count(group=group, status=418),
     }
+
+
+def mdcoord_diagnostics(base_url: str, group: str) -> dict[str, Any]:
+    """What mdcoord's own metrics say about its last calls to ``base_url`` (call
+    ``mdcoord.reset_metrics()`` first): the adaptive concurrency and, read from its limiter
+    (private, read only), the safety margin it ended with."""
+    import mdcoord
+    from mdcoord._runtime import get_runtime
+
+    out: dict[str, Any] = {}
+    m = mdcoord.metrics().reset_index()  # index (source, group); source "127.0.0.1_PORT"
+    source = base_url.split("//", 1)[1].split("/", 1)[0].replace(":", "_")
+    row = m[(m["source"] == source) & (m["group"] == group)]
+    for key in ("concurrency_limit", "max_in_flight", "concurrency_shrinks", "latency_p50_ms", "loop_lag_max_ms"):
+        if len(row) and key in row:
+            out[key] = round(float(row[key].iloc[0]), 1)
+    try:
+        limiter = get_runtime()._clients[base_url]._limiters[group]
+        out["margin_s"] = round(limiter.margin, 3)
+        out["extra_margin_s"] = round(limiter.extra_margin, 3)
+    except (AttributeError, KeyError):  # internals moved: the figures are extras, not the benchmark
+        pass
+    return out
 
 
 def _version(dist: str) -> str | None:

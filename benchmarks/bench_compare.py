@@ -9,8 +9,10 @@ whether the returned series is complete and correct against the exchange's groun
 
 The clients, each as a user would write it:
 
-- ``mdcoord``: ``mdcoord.candles("KRW-BTC", "1m", count=N)`` with the default options (cache off,
-  so every run fetches); ``mdcoord-seq`` is the same with ``concurrency=1``, for the speed-up.
+- ``mdcoord``: ``mdcoord.candles("KRW-BTC", "1m", count=N)`` with the default options (since
+  1e3610c: ``concurrency="auto"``, ``rate_margin="auto"``; cache off, so every run fetches);
+  ``mdcoord-seq`` is the same with ``concurrency=1``, for the speed-up. The adaptive
+  concurrency and the margin each run ended with are recorded (``mdcoord_diagnostics``).
 - ``pyupbit`` 0.2.34: ``pyupbit.get_ohlcv("KRW-BTC", interval="minute1", count=N)``. pyupbit has
   no base-URL option: in this script only, the ``requests`` module its ``request_api`` calls is
   swapped for a shim that rewrites ``https://api.upbit.com/v1`` to the exchange's URL and then
@@ -56,6 +58,7 @@ from benchmarks._common import (
     cli,
     exchange,
     md_table,
+    mdcoord_diagnostics,
     median,
     ms,
     statuses,
@@ -64,7 +67,7 @@ from mdcoord.sim import Exchange
 
 CLIENTS = ("mdcoord", "mdcoord-seq", "pyupbit", "ccxt")
 LABELS = {
-    "mdcoord": "mdcoord (default, concurrency 5)",
+    "mdcoord": "mdcoord (defaults, concurrency auto)",
     "mdcoord-seq": "mdcoord, concurrency 1",
     "pyupbit": "pyupbit.get_ohlcv",
     "ccxt": "ccxt fetch_ohlcv loop",
@@ -175,9 +178,11 @@ def start_wanted(ex: Exchange, client: str, n: int) -> pd.Timestamp:
 
 def one_run(client: str, n: int, latency: float) -> dict[str, Any]:
     with exchange(latency) as ex:
+        mdcoord.reset_metrics()
         t0 = time.perf_counter()
         got, error = CLIENT_FUNCS[client](ex, n)
         wall = time.perf_counter() - t0
+        diag = mdcoord_diagnostics(ex.base_url, "candles") if client.startswith("mdcoord") else {}
         candles = statuses(ex, "candles")
         check = check_candles(got, ex, start_wanted(ex, client, n), closed_wanted(client, n))
         return {
@@ -189,6 +194,7 @@ def one_run(client: str, n: int, latency: float) -> dict[str, Any]:
             "max_in_1s": ex.max_in_window("candles", 1.0),
             "error": error,
             "check": check,
+            "mdcoord": diag,
         }
 
 
@@ -210,6 +216,7 @@ def summarize(runs: list[dict[str, Any]], base: list[dict[str, Any]] | None, n: 
         "verdicts": sorted({r["check"]["verdict"] for r in runs}),
         "errors": sorted({r["error"] for r in runs if r["error"]}),
         "checks": [r["check"] for r in runs],
+        "mdcoord_diagnostics": [r["mdcoord"] for r in runs],
     }
     if base is not None:  # wall / mdcoord's wall, taken within each run, then the median
         out["median_ratio_to_mdcoord"] = round(median(r["wall_s"] / b["wall_s"] for r, b in zip(runs, base)), 2)

@@ -11,12 +11,11 @@ fresh exchange per run. Reported per latency (medians over runs):
   ``(ceil(n / 10) - 1) s + latency``, faster than n/10 s;
 - **strict efficiency** = that *server floor* ÷ wall time (<= 1 for any client): the fastest
   the exchange's limit allows for this job, over what mdcoord took;
-- **limiter floor ÷ wall**: mdcoord never starts more than 10 requests in any 1.05 s (its 50 ms
-  ``rate_margin`` absorbs network jitter), so its own floor is ``(ceil(n / 10) - 1) x 1.05 s +
-  latency``; this ratio is what mdcoord loses beyond its own design (the margin costs 5%: with
-  600 requests the strict efficiency can be at most ~0.952);
 - the 10-request period on the wire: the time between request i and i+10 as the exchange
-  logged them (the limiter's design gives >= 1.05 s; less means sends or arrivals bunched);
+  logged them. mdcoord starts at most 10 requests in any ``1 s + margin``; since 1e3610c the
+  margin is measured (``rate_margin="auto"``: 0.75 x the 5-95% spread of round trips, 20-250
+  ms, 50 ms until enough round trips were seen), so the period is ~1 s + margin + send delays;
+- the margin and the adaptive concurrency limit mdcoord ended with (``mdcoord_diagnostics``);
 - 429s and 418s (all groups), the most candle requests the exchange saw in any 1 s, and
   whether the 119,800 candles are complete and correct against the exchange's truth.
 
@@ -43,13 +42,13 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import mdcoord
 from benchmarks._common import (
     LATENCIES,
-    MARGIN,
     MARKET,
     RATE,
     check_candles,
     cli,
     exchange,
     md_table,
+    mdcoord_diagnostics,
     median,
     ms,
 )
@@ -60,13 +59,13 @@ COUNT = 119_800  # -> 600 requests
 
 def one_run(count: int, latency: float, check: bool = True) -> dict[str, Any]:
     with exchange(latency) as ex:
+        mdcoord.reset_metrics()
         t0 = time.perf_counter()
         df = mdcoord.candles(MARKET, "1m", count=count, base_url=ex.base_url, cache=False, progress=False)
         wall = time.perf_counter() - t0
         log = [r for r in ex.log if r.group == "candles"]
         n = len(log)
         server_floor = (math.ceil(n / RATE) - 1) * 1.0 + latency
-        floor = (math.ceil(n / RATE) - 1) * (1 + MARGIN) + latency
         rate = n / wall
         meta = df.attrs["mdcoord"]
         out = {
@@ -81,13 +80,12 @@ def one_run(count: int, latency: float, check: bool = True) -> dict[str, Any]:
             # period (its design: >= 1.05 s when sends leave on time)
             "median_period_10_s": median(b.arrival - a.arrival for a, b in zip(log, log[10:])) if n > 10 else None,
             "min_period_10_s": min(b.arrival - a.arrival for a, b in zip(log, log[10:])) if n > 10 else None,
-            "max_in_1.05s": ex.max_in_window("candles", 1 + MARGIN),
+            "max_in_1.05s": ex.max_in_window("candles", 1.05),
+            "mdcoord": mdcoord_diagnostics(ex.base_url, "candles"),
             "rate_per_s": rate,
             "efficiency_vs_10": rate / RATE,
             "server_floor_s": server_floor,
             "strict_efficiency": server_floor / wall,
-            "limiter_floor_s": floor,
-            "limiter_floor_over_wall": floor / wall,
             "limiter_wait_s_summed": meta["limiter_wait_s"],
             "rows": len(df),
         }
@@ -117,9 +115,7 @@ def bench(runs: int, count: int, latencies: list[float], log: Callable[[str], No
             "median_wall_s": round(median(r["wall_s"] for r in raw), 3),
             "median_efficiency_vs_10": round(median(r["efficiency_vs_10"] for r in raw), 3),
             "median_strict_efficiency": round(median(r["strict_efficiency"] for r in raw), 3),
-            "median_limiter_floor_over_wall": round(median(r["limiter_floor_over_wall"] for r in raw), 3),
             "server_floor_s": round(raw[0]["server_floor_s"], 2),
-            "limiter_floor_s": round(raw[0]["limiter_floor_s"], 2),
             "median_arrival_span_s": round(median(r["arrival_span_s"] for r in raw), 3),
             "429s": sum(r["429s"] for r in raw),
             "418s": sum(r["418s"] for r in raw),
@@ -128,8 +124,15 @@ def bench(runs: int, count: int, latencies: list[float], log: Callable[[str], No
             "median_period_10_s": _round(median(r["median_period_10_s"] or 0.0 for r in raw)),
             "min_period_10_s": _round(min(r["min_period_10_s"] or 0.0 for r in raw)),
             "complete_and_correct": all(r["check"]["ok"] for r in raw),
+            "margin_at_end_s": [r["mdcoord"].get("margin_s") for r in raw],
+            "extra_margin_at_end_s": [r["mdcoord"].get("extra_margin_s") for r in raw],
+            "concurrency_limit_at_end": [r["mdcoord"].get("concurrency_limit") for r in raw],
         }
     return results
+
+
+def _joined(values: list[float | None], scale: float, unit: str) -> str:
+    return ", ".join("?" if v is None else f"{v * scale:.0f}{unit}" for v in values)
 
 
 def table(results: dict[str, Any]) -> str:
@@ -140,13 +143,13 @@ def table(results: dict[str, Any]) -> str:
             ms(r["latency_s"]), f"{r['count']:,}", f"{r['requests']:g}", f"{r['median_wall_s']:.2f} s",
             f"{r['requests'] / r['median_wall_s']:.2f}", f"**{r['median_efficiency_vs_10']:.3f}**",
             f"{r['server_floor_s']:.2f} s", f"{r['median_strict_efficiency']:.3f}",
-            f"{r['limiter_floor_s']:.2f} s", f"{r['median_limiter_floor_over_wall']:.3f}",
+            _joined(r["margin_at_end_s"], 1000, " ms"), _joined(r["concurrency_limit_at_end"], 1, ""),
             f"{r['median_period_10_s']:.3f} s ({r['min_period_10_s']:.3f})" if r["median_period_10_s"] else "—",
             r["429s"], r["418s"], r["max_in_1s"],
             "yes" if r["complete_and_correct"] else "NO", "met" if met else "NOT met",
         ])
     return md_table(["latency", "candles", "requests", "median wall", "req/s", "req/s ÷ 10",
-                     "server floor", "strict (floor ÷ wall)", "limiter floor", "limiter floor ÷ wall",
+                     "server floor", "strict (floor ÷ wall)", "margin at end", "concurrency at end",
                      "10-request period on the wire, median (min)", "429s",
                      "418s", "max req in 1 s", "complete & correct", "req/s ÷ 10 >= 0.95, 0 x 429"], rows)
 

@@ -75,8 +75,9 @@ def mdcoord_diagnostics(base_url: str, group: str) -> dict[str, Any]:
     source = base_url.split("//", 1)[1].split("/", 1)[0].replace(":", "_")
     row = m[(m["source"] == source) & (m["group"] == group)]
     for key in ("concurrency_limit", "max_in_flight", "concurrency_shrinks", "latency_p50_ms", "loop_lag_max_ms"):
-        if len(row) and key in row:
-            out[key] = round(float(row[key].iloc[0]), 1)
+        value = row[key].iloc[0] if len(row) and key in row else None
+        if value is not None and not pd.isna(value):  # NA: no request of that kind measured
+            out[key] = round(float(value), 1)
     try:
         limiter = get_runtime()._clients[base_url]._limiters[group]
         out["margin_s"] = round(limiter.margin, 3)

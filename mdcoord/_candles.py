@@ -22,7 +22,7 @@ from ._client import CallStats, Client
 from ._config import Options, resolve_cache_dir
 from ._exceptions import ResponseFormatError
 from ._executor import Outcome, gather_or_cancel
-from ._frames import candle_rows_to_frame, clean_candles, gap_table, index_candles, sorted_unique, span_mask
+from ._frames import CandlePage, candle_pages_to_frame, clean_candles, gap_table, index_candles, sorted_unique, span_mask
 from ._job import CacheState, Job, JobResult, cache_call, failure
 from ._progress import Progress
 from ._planner import HISTORY_FLOOR, PAGE_MAX, CandleChunk, plan_count_round, plan_range, proven_by
@@ -43,10 +43,10 @@ SETTLE_S = 2.0
 @dataclass
 class _MarketState(CacheState):
     market: str
-    rows: list[list[dict[str, Any]]] = field(default_factory=list)
+    rows: list[CandlePage] = field(default_factory=list)  # the pages fetched, as columns
     ordinals: list[np.ndarray] = field(default_factory=list)
     failed: list[Outcome[CandleChunk]] = field(default_factory=list)
-    forming: list[dict[str, Any]] = field(default_factory=list)
+    forming: list[CandlePage] = field(default_factory=list)
     span: tuple[int, int] = (0, 0)
     rounds: int = 0
     now_slot: int | None = None
@@ -68,10 +68,8 @@ class CandleResult:
     cache_rows: int = 0
 
 
-def _ordinals_of(rows: list[dict[str, Any]], tf: Timeframe) -> np.ndarray:
-    # numpy parses ISO "YYYY-MM-DDTHH:MM:SS" in C; no per-row Python work.
-    times = np.array([r["candle_date_time_utc"] for r in rows], dtype="datetime64[s]")
-    return tf.ordinal(times.astype("datetime64[ns]").astype(np.int64))
+def _ordinals_of(page: CandlePage, tf: Timeframe) -> np.ndarray:
+    return tf.ordinal(page.time)
 
 
 class CandleJob(Job[CandleChunk]):
@@ -92,20 +90,30 @@ class CandleJob(Job[CandleChunk]):
         self.store = CandleStore(resolve_cache_dir(options), source_name(client.base_url)) if options.cache else None
 
     # -- fetching one piece -------------------------------------------------------------------------
-    async def fetch(self, chunk: CandleChunk) -> list[dict[str, Any]]:
-        """GET one piece and check that the answer is candle rows of the right market."""
+    async def fetch(self, chunk: CandleChunk) -> CandlePage:
+        """GET one piece: candle rows of the right market, kept as columns. An answer of the
+        wrong shape is a :class:`ResponseFormatError`, retried like a garbled body."""
         params: dict[str, Any] = chunk.params() if chunk.to is not None else {"market": chunk.market, "count": chunk.count}
-        data = await self.client.get_json(self.tf.path, params, options=self.options, stats=self.stats)
         ctx = {"url": self.client.base_url + self.tf.path, "params": params, "group": "candles"}
-        if not isinstance(data, list):
-            raise ResponseFormatError(f"expected a JSON array of candles, got {type(data).__name__}", **ctx)
-        if data:
-            first = data[0]
-            if not isinstance(first, dict) or any(k not in first for k in _REQUIRED_FIELDS):
-                raise ResponseFormatError(f"candle rows lack required fields {_REQUIRED_FIELDS}", **ctx)
-            if str(first["market"]).upper() != chunk.market:
-                raise ResponseFormatError(f"asked for {chunk.market}, got rows of {first['market']}", **ctx)
-        return data
+
+        def parse(data: Any) -> CandlePage:
+            if not isinstance(data, list):
+                raise ResponseFormatError(f"expected a JSON array of candles, got {type(data).__name__}", **ctx)
+            if data:
+                first = data[0]
+                if not isinstance(first, dict) or any(k not in first for k in _REQUIRED_FIELDS):
+                    raise ResponseFormatError(f"candle rows lack required fields {_REQUIRED_FIELDS}", **ctx)
+            try:
+                page = CandlePage.from_rows(data, self.tf)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ResponseFormatError(f"a candle row is malformed ({type(exc).__name__}: {exc})", **ctx) from None
+            others = sorted({str(m) for m in set(page.market.tolist()) if str(m).upper() != chunk.market})
+            if others:
+                raise ResponseFormatError(f"asked for {chunk.market}, got rows of {', '.join(others)}", **ctx)
+            page.market = np.full(len(page), chunk.market, dtype=object)  # one spelling: the one asked for
+            return page
+
+        return await self.client.get_json(self.tf.path, params, options=self.options, stats=self.stats, parse=parse)
 
     # -- the job --------------------------------------------------------------------------------------
     async def run(self) -> JobResult:
@@ -210,11 +218,11 @@ class CandleJob(Job[CandleChunk]):
         await cache_call(self, self._write, self.store, st.market, pages, proven, limit)
 
     def _write(
-        self, store: CandleStore, market: str, pages: list[list[dict[str, Any]]], proven: list[tuple[int, int]],
+        self, store: CandleStore, market: str, pages: list[CandlePage], proven: list[tuple[int, int]],
         limit: int | None,
     ) -> None:
         """Build the frame of ``pages`` and merge it into the store (runs in a worker thread)."""
-        frame = candle_rows_to_frame([r for page in pages for r in page], self.tf)
+        frame = candle_pages_to_frame(pages, self.tf)
         if limit is not None:
             ords = self.tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
             frame = frame.loc[ords < limit]
@@ -251,17 +259,16 @@ class CandleJob(Job[CandleChunk]):
             raise outcome.error
         now = pd.Timestamp(self.client.server_now_floor(), unit="s", tz="UTC")
         now_slot = st.now_slot = tf.slot_of(now)
-        rows: list[dict[str, Any]] = outcome.data
-        if rows:
-            ords = _ordinals_of(rows, tf)
+        page: CandlePage = outcome.data
+        if len(page):
+            ords = _ordinals_of(page, tf)
             closed = ords < now_slot
-            if req.include_forming:
-                st.forming = [r for r, c in zip(rows, closed) if not c]
-            keep = [r for r, c in zip(rows, closed) if c]
-            if keep:
-                st.rows.append(keep)
+            if req.include_forming and not closed.all():
+                st.forming = [page.take(~closed)]
+            if closed.any():
+                st.rows.append(page.take(closed))
                 st.ordinals.append(ords[closed])
-            lo = self.floor if len(rows) < wanted else int(ords.min())
+            lo = self.floor if len(page) < wanted else int(ords.min())
         else:
             lo = self.floor
         st.coverage.add(lo, now_slot)
@@ -276,21 +283,20 @@ class CandleJob(Job[CandleChunk]):
             if outcome.error is not None:
                 st.failed.append(outcome)
                 continue
-            rows: list[dict[str, Any]] = outcome.data
-            ords = _ordinals_of(rows, self.tf) if rows else np.empty(0, np.int64)
+            page: CandlePage = outcome.data
+            ords = _ordinals_of(page, self.tf)
             lo, hi = proven_by(outcome.chunk, ords, self.floor)
             st.coverage.add(lo, hi)
             st.new_proven.append((lo, hi))
-            if rows:
-                st.rows.append(rows)
+            if len(page):
+                st.rows.append(page)
                 st.ordinals.append(ords)
         await self._save(st)
 
     # -- aggregation ------------------------------------------------------------------------------------
     def _assemble(self, states: list[_MarketState]) -> CandleResult:
         tf, req = self.tf, self.req
-        all_rows = [r for st in states for page in st.rows for r in page]
-        fetched = candle_rows_to_frame(all_rows, tf)
+        fetched = candle_pages_to_frame([page for st in states for page in st.rows], tf)
         cached = [f for st in states for f in st.cached if len(f)]
         # fetched rows go last so that, for a slot held twice, the fresher copy wins
         parts = [*cached, fetched] if len(fetched) else cached
@@ -304,9 +310,9 @@ class CandleJob(Job[CandleChunk]):
             spans[st.market] = (tf.slot_start(lo), tf.slot_start(max(lo, st.span[1])))
         frame = frame.loc[keep].reset_index(drop=True)
         forming_ts = None
-        forming_rows = [r for st in states for r in st.forming]
-        if forming_rows:
-            forming = candle_rows_to_frame(forming_rows, tf)
+        forming_pages = [p for st in states for p in st.forming]
+        if forming_pages:
+            forming = candle_pages_to_frame(forming_pages, tf)
             forming_ts = forming["time"].max()
             frame = clean_candles(pd.concat([frame, forming], ignore_index=True))
         if req.count is not None:

@@ -14,6 +14,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from types import SimpleNamespace
@@ -206,8 +207,13 @@ class Client:
         *,
         options: Options,
         stats: CallStats | None = None,
+        parse: Callable[[Any], Any] | None = None,
     ) -> Any:
         """GET ``base_url + path`` and return the decoded JSON, retrying what is retryable.
+
+        ``parse`` (optional) turns the decoded JSON into what the caller keeps, raising
+        :class:`ResponseFormatError` for an answer of the wrong shape: that attempt then counts
+        as failed and is retried like a garbled body.
 
         Raises only :class:`MdcoordError` subclasses: the last error after the retries, at once
         for non-retryable ones (4xx, 418).
@@ -219,7 +225,7 @@ class Client:
         attempt = 0
         while True:
             try:
-                return await self._attempt(path, params or {}, group, limiter, options, stats)
+                return await self._attempt(path, params or {}, group, limiter, options, stats, parse)
             except MdcoordError as err:
                 stats.count_error(err)
                 if not policy.should_retry(err, attempt):
@@ -239,6 +245,7 @@ class Client:
         limiter: SlidingWindowLimiter,
         options: Options,
         stats: CallStats,
+        parse: Callable[[Any], Any] | None = None,
     ) -> Any:
         self._check_block()
         waited_before = limiter.waited
@@ -257,6 +264,8 @@ class Client:
         latency: float | None = None
         try:
             data = await self._exchange(url, path, params, group, limiter, permit, options, stats)
+            if parse is not None:
+                data = parse(data)
             outcome = "ok"
             return data
         except MdcoordError as err:

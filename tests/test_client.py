@@ -169,3 +169,26 @@ def test_sync_and_async_share_one_limiter(ex: Exchange) -> None:
     t.join()
     assert len(results["sync"]) == len(results["async"]) == 3000
     assert ex.count(status=429) == 0 and ex.max_in_window("candles", 1.0) <= 10
+
+
+def test_an_answer_of_the_wrong_shape_is_retried_like_a_garbled_body(ex: Exchange) -> None:
+    """``parse`` failing with ResponseFormatError makes that attempt fail and be retried."""
+    from mdcoord._client import CallStats
+    from mdcoord._config import get_options
+    from mdcoord._runtime import get_runtime
+
+    calls = []
+
+    def parse(data: object) -> object:
+        calls.append(data)
+        if len(calls) == 1:
+            raise mdcoord.ResponseFormatError("a candle row is malformed (KeyError: 'high_price')")
+        return data
+
+    client = get_runtime().client(ex.base_url)
+    stats = CallStats()
+    coro = client.get_json("/candles/minutes/1", {"market": "KRW-BTC", "count": 3}, options=get_options(), stats=stats, parse=parse)
+    rows = get_runtime().run(coro)
+    assert len(calls) == 2 and stats.retries == 1 and stats.requests == 2
+    assert len(rows) == 3 and ex.count(group="candles") == 2
+    assert stats.errors == {"ResponseFormatError": 1}

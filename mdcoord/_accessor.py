@@ -23,6 +23,7 @@ from ._frames import (
     resample_candles,
     validate_candles,
 )
+from ._exceptions import InvalidRequestError
 from ._timeframe import Timeframe, to_utc
 
 __all__ = ["CandleAccessor"]
@@ -107,6 +108,12 @@ class CandleAccessor:
         """OHLCV-correct resampling to a coarser timeframe (first/max/min/last/sum); buckets
         without candles are absent; ``candles`` counts the source candles per bucket."""
         to = Timeframe.parse(timeframe)
+        if not self.timeframe.nests_in(to):
+            raise InvalidRequestError(
+                f"cannot resample {self.timeframe.value} candles to {to.value}: the target must be coarser and "
+                f"each {self.timeframe.value} candle must fall inside one {to.value} bucket "
+                "(e.g. 1m→15m, 1h→1d, 1d→1w, 1d→1M; not 1w→1M)"
+            )
         out = resample_candles(self._df, to)
         return self._derived(out, timeframe=to.value, resampled_from=self.timeframe.value, spans={}, gaps_found=None,
                              missing_candles=None)

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from ._coordinator import Coordinator
+from ._exceptions import InvalidRequestError
 from ._frames import gap_table
 from ._request import CoordinatorRequest
 from ._timeframe import Timeframe, to_utc
@@ -90,7 +91,7 @@ def gaps(df: pd.DataFrame) -> pd.DataFrame:
     """
     meta = df.attrs.get("mdcoord")
     if not meta or not meta.get("timeframe"):
-        raise ValueError("gaps() needs a frame returned by mdcoord.candles (attrs['mdcoord'] is missing)")
+        raise InvalidRequestError("gaps() needs a frame returned by mdcoord.candles (attrs['mdcoord'] is missing)")
     tf = Timeframe.parse(meta["timeframe"])
     flat = df.reset_index()
     if "market" not in flat.columns:

@@ -221,7 +221,7 @@ class Client:
         stats = stats if stats is not None else CallStats()
         group = group_for(path)
         limiter = self.limiter(group, options)
-        policy = RetryPolicy(max_retries=options.max_retries)
+        policy = RetryPolicy(options.max_retries, options.backoff, options.max_backoff)
         attempt = 0
         while True:
             try:

@@ -21,7 +21,7 @@ import platformdirs
 
 from ._exceptions import InvalidRequestError
 
-__all__ = ["DEFAULT_BASE_URL", "Options", "get_options", "resolve_base_url", "resolve_cache_dir", "set_options", "source_name"]
+__all__ = ["DEFAULT_BASE_URL", "Options", "get_options", "resolve_base_url", "resolve_cache_dir", "set_options", "source_name", "with_overrides"]
 
 DEFAULT_BASE_URL = "https://api.upbit.com/v1"
 BASE_URL_ENV = "MDCOORD_BASE_URL"
@@ -38,6 +38,8 @@ class Options:
       429s, timeouts and a stalled event loop and growing back; an int fixes it per call (1 is
       sequential). The rate limit rules either way.
     - ``max_retries``: retries of a retryable failure (429, 5xx, timeout, dropped, garbled).
+    - ``backoff`` / ``max_backoff``: seconds; retry ``a`` waits between half and all of
+      ``min(max_backoff, backoff * 2**a)`` (see :class:`~mdcoord.RetryPolicy`).
     - ``timeout`` / ``connect_timeout``: seconds for a whole request / for connecting.
     - ``rate_limit``: requests per second per rate-limit group (Upbit: 10).
     - ``rate_margin``: seconds added to the 1-second window to absorb network jitter; ``"auto"``
@@ -57,6 +59,8 @@ class Options:
     base_url: str | None = None
     concurrency: int | str = "auto"
     max_retries: int = 3
+    backoff: float = 0.25
+    max_backoff: float = 8.0
     timeout: float = 15.0
     connect_timeout: float = 5.0
     rate_limit: int = 10
@@ -82,6 +86,10 @@ class Options:
         _check_int("tickers_per_request", self.tickers_per_request, 1, 500)
         _check_int("orderbooks_per_request", self.orderbooks_per_request, 1, 500)
         _check_int("trades_per_window", self.trades_per_window, 1, 1_000_000)
+        for name in ("backoff", "max_backoff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+                raise InvalidRequestError(f"{name} must be seconds in [0, 3600], got {value!r}")
         for name in ("timeout", "connect_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -133,17 +141,24 @@ def get_options() -> Options:
     return _current
 
 
+def with_overrides(base: Options, overrides: dict[str, Any]) -> Options:
+    """``base`` with ``overrides`` applied and validated; an unknown name is an
+    :class:`InvalidRequestError` listing the valid ones (not a raw ``TypeError``)."""
+    known = {f.name for f in fields(Options)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InvalidRequestError(f"unknown option(s) {unknown}; valid options are {sorted(known)}")
+    return replace(base, **overrides) if overrides else base
+
+
 class set_options:  # noqa: N801 - used like a function, as in xarray
     """Set process-wide defaults; as a context manager, restore the previous ones on exit."""
 
     def __init__(self, **kwargs: Any) -> None:
         global _current
-        known = {f.name for f in fields(Options)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise InvalidRequestError(f"unknown option(s) {unknown}; valid options are {sorted(known)}")
+        new = with_overrides(_current, kwargs)
         self._previous = _current
-        _current = replace(_current, **kwargs)
+        _current = new
 
     def __enter__(self) -> Options:
         return _current

@@ -12,7 +12,6 @@ metadata in ``df.attrs["mdcoord"]``.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,7 +21,7 @@ from ._markets import MarketsJob
 from ._snapshots import OrderbookJob, TickerJob
 from ._trades import TradeJob
 from ._client import CallStats
-from ._config import Options, get_options, resolve_base_url
+from ._config import Options, get_options, resolve_base_url, with_overrides
 from ._exceptions import IncompleteDataError, MdcoordError
 from ._executor import Executor
 from ._metrics import METRICS
@@ -56,7 +55,7 @@ class Coordinator:
         self._options()  # validate now, not at the first request
 
     def _options(self) -> Options:
-        return replace(get_options(), **self._overrides) if self._overrides else get_options()
+        return with_overrides(get_options(), self._overrides)
 
     def execute(self, request: CoordinatorRequest) -> CoordinatorResponse:
         """Answer ``request``, blocking (works inside a running event loop too)."""

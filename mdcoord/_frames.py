@@ -306,13 +306,13 @@ def orderbooks_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     books = pd.DataFrame(rows, columns=["market", "timestamp"])
     books["market"] = books["market"].astype("str").str.upper()
     books["timestamp"] = pd.to_datetime(books["timestamp"].astype("int64"), unit="ms", utc=True)
-    books["n"] = [len(r.get("orderbook_units") or []) for r in rows]
+    books["n"] = np.array([len(r.get("orderbook_units") or []) for r in rows], dtype=np.int64)
     keep = books.sort_values("timestamp", kind="stable").drop_duplicates("market", keep="last").index
     units = [u for i in keep for u in (rows[i].get("orderbook_units") or [])]
     levels = pd.DataFrame(units, columns=["bid_price", "bid_size", "ask_price", "ask_size"]).astype("float64")
     owner = books.loc[keep]
     levels.insert(0, "market", np.repeat(owner["market"].to_numpy(), owner["n"].to_numpy()))
-    levels.insert(1, "level", np.concatenate([np.arange(1, n + 1) for n in owner["n"]]) if len(owner) else [])
+    levels.insert(1, "level", np.concatenate([np.arange(1, n + 1) for n in owner["n"]]) if len(owner) else np.empty(0, np.int64))
     levels["timestamp"] = np.repeat(owner["timestamp"].to_numpy(), owner["n"].to_numpy())
     for side in ("bid", "ask"):
         pad = (levels[f"{side}_price"] == 0) & (levels[f"{side}_size"] == 0)

@@ -60,13 +60,18 @@ class _SymbolJob(Job[SymbolChunk]):
 
     async def fetch(self, chunk: SymbolChunk) -> list[dict[str, Any]]:
         params = self.params(chunk)
-        data = await self.client.get_json(self.path, params, options=self.options, stats=self.stats)
-        if not isinstance(data, list) or any(not isinstance(r, dict) or any(k not in r for k in self.required) for r in data):
-            raise ResponseFormatError(
-                f"expected a JSON array of objects with {self.required}", url=self.client.base_url + self.path,
-                params=params,
-            )
-        return data
+
+        def parse(data: Any) -> list[dict[str, Any]]:  # a wrong shape is retried like a garbled body
+            if not isinstance(data, list) or any(
+                not isinstance(r, dict) or any(k not in r for k in self.required) for r in data
+            ):
+                raise ResponseFormatError(
+                    f"expected a JSON array of objects with {self.required}", url=self.client.base_url + self.path,
+                    params=params,
+                )
+            return data
+
+        return await self.client.get_json(self.path, params, options=self.options, stats=self.stats, parse=parse)
 
     async def run(self) -> JobResult:
         catalog = catalog_of(self.client)

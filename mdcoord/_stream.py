@@ -95,6 +95,8 @@ class _Stepper:
 
     def __init__(self, markets: Any, timeframe: Any, start: Any, end: Any, segment_size: int, prefetch: int,
                  base_url: str | None, options: dict[str, Any]) -> None:
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 64:
+            raise InvalidRequestError(f"prefetch must be an int in [0, 64] (segments fetched ahead), got {prefetch!r}")
         coord, reqs = _requests(markets, timeframe, start, end, segment_size, base_url, {"progress": False, **options})
         self.runtime = get_runtime()
         self._agen = _stream(coord, reqs, prefetch)

@@ -86,6 +86,20 @@ class Timeframe(enum.Enum):
         """A pandas frequency string for this grid (used for display and resampling)."""
         return _PANDAS_FREQ[self]
 
+    def nests_in(self, coarser: Timeframe) -> bool:
+        """True if every slot of this timeframe lies inside one slot of ``coarser`` (so candles
+        can be resampled onto it): 1m→15m, 1h→1d, 1d→1w, 1d→1M, 1M→1y; not 1w→1M, 1h→1m."""
+        if self is coarser:
+            return True
+        step, big = self.step_ns, coarser.step_ns
+        if step is not None and big is not None:  # fixed grids from the epoch (weeks from a Monday)
+            return big > step and big % step == 0 and (coarser is not Timeframe.W1 or _DAY_NS % step == 0)
+        if coarser is Timeframe.MO1:
+            return step is not None and _DAY_NS % step == 0  # up to days: a month is whole days
+        if coarser is Timeframe.Y1:
+            return self is Timeframe.MO1 or (step is not None and _DAY_NS % step == 0)
+        return False
+
     # -- the slot grid (vectorized) ------------------------------------------------------
     def ordinal(self, ns: np.ndarray | int) -> np.ndarray:
         """Slot ordinal of each UTC epoch-ns value (the slot that contains it)."""

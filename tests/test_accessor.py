@@ -97,3 +97,18 @@ def test_plot_draws_candles_volume_and_gaps(ex: Exchange, tmp_path) -> None:  # 
     assert (tmp_path / "chart.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="not in this frame"):
         df.mdc.plot(market="KRW-NOPE")
+
+
+@pytest.mark.parametrize(("source", "target", "ok"), [
+    ("1m", "15m", True), ("1h", "1d", True), ("1d", "1w", True), ("1d", "1M", True), ("1M", "1y", True),
+    ("1m", "1m", True), ("1h", "1m", False), ("1w", "1M", False), ("1w", "1y", False), ("4h", "1w", True),
+    ("1d", "4h", False),
+])
+def test_resample_only_to_timeframes_the_candles_nest_in(source: str, target: str, ok: bool) -> None:
+    assert mdcoord.Timeframe.parse(source).nests_in(mdcoord.Timeframe.parse(target)) is ok
+
+
+def test_resample_to_a_finer_timeframe_is_refused(ex: Exchange) -> None:
+    df = mdcoord.candles("KRW-BTC", "1h", count=10, base_url=ex.base_url)
+    with pytest.raises(mdcoord.InvalidRequestError, match="cannot resample 1h candles to 1m"):
+        df.mdc.resample("1m")

@@ -56,3 +56,10 @@ def test_depth_out_of_range(ex: Exchange, depth: object) -> None:
     with pytest.raises(mdcoord.InvalidRequestError, match="depth must be an int from 1 to 30"):
         mdcoord.orderbooks(["KRW-BTC"], depth=depth, base_url=ex.base_url)  # type: ignore[arg-type]
     assert ex.count() == 0
+
+
+def test_no_book_for_any_market_is_an_incomplete_data_error(ex: Exchange) -> None:
+    with pytest.raises(mdcoord.IncompleteDataError) as info:
+        mdcoord.orderbooks("KRW-BTC", level=12345, base_url=ex.base_url)
+    assert info.value.failures[0]["markets"] == ["KRW-BTC"]
+    assert info.value.partial is not None and info.value.partial.empty

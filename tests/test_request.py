@@ -83,3 +83,23 @@ def test_base_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     with mdcoord.set_options(base_url="http://127.0.0.1:8/v1"):
         assert resolve_base_url() == "http://127.0.0.1:8/v1"
         assert resolve_base_url("http://127.0.0.1:7/v1") == "http://127.0.0.1:7/v1"
+
+
+def test_unknown_option_of_a_call_is_a_typed_error(ex) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidRequestError, match=r"unknown option\(s\) \['bogus'\]; valid options are"):
+        mdcoord.candles("KRW-BTC", "1m", count=5, base_url=ex.base_url, bogus=1)
+    assert ex.count() == 0
+
+
+def test_gaps_of_a_foreign_frame_is_a_typed_error() -> None:
+    with pytest.raises(InvalidRequestError, match="needs a frame returned by mdcoord.candles"):
+        mdcoord.gaps(pd.DataFrame({"x": [1]}))
+
+
+def test_backoff_options_reach_the_retry_policy(ex) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidRequestError, match="backoff must be seconds"):
+        mdcoord.set_options(backoff=-1)
+    ex.faults.inject("server_error", count=2, group="candles")
+    with mdcoord.set_options(backoff=0.0, max_backoff=0.0):
+        df = mdcoord.candles("KRW-BTC", "1m", count=5, base_url=ex.base_url)
+    assert df.attrs["mdcoord"]["retries"] == 2

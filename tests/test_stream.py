@@ -80,3 +80,10 @@ def test_download_fills_the_cache_and_summarizes(ex: Exchange, tmp_path: Path) -
     assert info["rows"].sum() == 2 * 4320
     with pytest.raises(mdcoord.InvalidRequestError, match="cache=False"):
         mdcoord.download("KRW-BTC", "1m", start=START, end=END, base_url=ex.base_url, cache=False)
+
+
+@pytest.mark.parametrize("prefetch", [-1, 1.5, True, 65])
+def test_bad_prefetch_is_refused(ex: Exchange, prefetch: object) -> None:
+    with pytest.raises(mdcoord.InvalidRequestError, match="prefetch must be an int"):
+        next(iter(mdcoord.iter_candles("KRW-BTC", "1m", start="2026-11-20", prefetch=prefetch, base_url=ex.base_url)))
+    assert ex.count() == 0

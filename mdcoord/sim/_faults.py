@@ -14,7 +14,8 @@ ban            418 now, and every request banned for ``seconds`` (default: the e
 ============== ===========================================================================
 
 Scripted faults win over random ones; both apply only to routed requests that passed the rate
-limiter. ``group=None`` matches every group.
+limiter. ``group=None`` matches every group. ``after=N`` lets the next ``N`` matching requests
+through first, so a fault can strike in the middle of a job (``inject("ban", after=15)``).
 """
 
 from __future__ import annotations
@@ -39,19 +40,23 @@ class FaultInjector:
     """Holds pending scripted faults and per-group fault rates. Thread-safe."""
 
     def __init__(self, seed: int = 0) -> None:
-        self._queue: deque[tuple[str | None, Fault]] = deque()
+        # [group, fault, requests still to let through before it strikes]
+        self._queue: deque[list[Any]] = deque()
         self._rates: dict[str | None, dict[str, float]] = {}
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
-    def inject(self, kind: str, count: int = 1, group: str | None = None, **params: Any) -> None:
-        """Make the next ``count`` matching requests fail with ``kind``."""
+    def inject(self, kind: str, count: int = 1, group: str | None = None, *, after: int = 0, **params: Any) -> None:
+        """Make the next ``count`` matching requests fail with ``kind`` — after letting ``after``
+        matching requests through (behind any fault scripted earlier)."""
         if kind not in KINDS:
             raise ValueError(f"fault kind must be one of {KINDS}, got {kind!r}")
         if count < 1:
             raise ValueError("count must be >= 1")
+        if after < 0:
+            raise ValueError("after must be >= 0")
         with self._lock:
-            self._queue.extend((group, Fault(kind, dict(params))) for _ in range(count))
+            self._queue.extend([group, Fault(kind, dict(params)), after if i == 0 else 0] for i in range(count))
 
     def set_rates(
         self,
@@ -89,8 +94,12 @@ class FaultInjector:
     def take(self, group: str) -> Fault | None:
         """The fault for one request of ``group``, or None."""
         with self._lock:
-            for i, (g, fault) in enumerate(self._queue):
+            for i, entry in enumerate(self._queue):
+                g, fault, skip = entry
                 if g is None or g == group:
+                    if skip > 0:  # not yet: this request passes the script (random rates still apply)
+                        entry[2] -= 1
+                        break
                     del self._queue[i]
                     return fault
             rates = self._rates.get(group) or self._rates.get(None)

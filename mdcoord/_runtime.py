@@ -18,7 +18,7 @@ import atexit
 import concurrent.futures
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._client import Client
@@ -91,12 +91,36 @@ class Runtime:
             raise
 
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` on the runtime loop from any event loop (the async facade)."""
+        """Await ``coro`` on the runtime loop from any event loop (the async facade).
+
+        Cancelling the awaiting task cancels the work and waits (briefly) until it has unwound
+        on the runtime loop, so no request is sent after the cancellation has been delivered.
+        """
         if self._on_loop_thread():
             return await coro
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        # Cancelling the awaiting task cancels the wrapped future, which cancels the work.
-        return await asyncio.wrap_future(future)
+        caller = asyncio.get_running_loop()
+        unwound: asyncio.Future[None] = caller.create_future()
+
+        def _signal() -> None:  # runs on the runtime loop when the work has ended, however
+            def _set() -> None:
+                if not unwound.done():
+                    unwound.set_result(None)
+
+            try:
+                caller.call_soon_threadsafe(_set)
+            except RuntimeError:  # the caller's loop is gone: nobody waits any more
+                pass
+
+        future = asyncio.run_coroutine_threadsafe(_call_when_done(coro, _signal), self.loop)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(unwound), _CANCEL_GRACE_S)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+            raise
 
     # -- shutdown -----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -126,10 +150,14 @@ class Runtime:
 
 
 async def _signal_when_done(coro: Coroutine[Any, Any, T], finished: threading.Event) -> T:
+    return await _call_when_done(coro, finished.set)
+
+
+async def _call_when_done(coro: Coroutine[Any, Any, T], done: Callable[[], None]) -> T:
     try:
         return await coro
     finally:
-        finished.set()
+        done()
 
 
 _runtime: Runtime | None = None

@@ -192,3 +192,26 @@ def test_an_answer_of_the_wrong_shape_is_retried_like_a_garbled_body(ex: Exchang
     assert len(calls) == 2 and stats.retries == 1 and stats.requests == 2
     assert len(rows) == 3 and ex.count(group="candles") == 2
     assert stats.errors == {"ResponseFormatError": 1}
+
+
+def test_a_cancelled_async_call_has_unwound_when_the_cancellation_returns() -> None:
+    """No task of the call is left on mdcoord's loop once ``await task`` has raised."""
+    from mdcoord._runtime import get_runtime
+
+    async def _tasks_on_runtime_loop() -> list[str]:
+        me = asyncio.current_task()
+        return [t.get_name() for t in asyncio.all_tasks() if t is not me and t.get_name() != "mdcoord-loop-lag"]
+
+    with Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=0.2)) as ex:
+
+        async def main() -> list[str]:
+            task = asyncio.create_task(mdcoord.acandles("KRW-BTC", "1m", count=100_000, base_url=ex.base_url))
+            await asyncio.sleep(1.0)
+            assert ex.count() > 0
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            loop = get_runtime().loop
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_tasks_on_runtime_loop(), loop))
+
+        assert asyncio.run(main()) == []

@@ -43,7 +43,7 @@ class Options:
     - ``timeout`` / ``connect_timeout``: seconds for a whole request / for connecting.
     - ``rate_limit``: requests per second per rate-limit group (Upbit: 10).
     - ``rate_margin``: seconds added to the 1-second window to absorb network jitter; ``"auto"``
-      (default) measures it from the spread of round trips (20-250 ms, 50 ms to begin with).
+      (default) measures it from the spread of round trips (30-250 ms, 50 ms to begin with).
     - ``progress``: True/False forces the progress bar; None shows it where a person watches.
     - ``on_error``: "raise" (default) raises :class:`IncompleteDataError` when pieces fail after
       retries; "partial" returns what arrived with the failures listed in ``attrs``.

@@ -10,7 +10,7 @@ The margin absorbs network jitter: two requests that left 1.00 s apart may arriv
 With a margin of ``m`` the server never sees N+1 requests within one window as long as the
 one-way delay varies by less than ``m``. That variation is measured, not assumed (``auto_margin``):
 the spread of the round trips seen (0.75 × (p95 − p5) of the last 64, which bounds the spread of
-one-way delays, server time included), between 20 ms and 250 ms; 50 ms until 16 answers are in.
+one-way delays, server time included), between 30 ms and 250 ms; 50 ms until 16 answers are in.
 Every percent of margin is a percent of throughput, so a quiet network runs closer to the limit. The recorded time of a request is moved to the moment
 its headers actually left (``mark_sent``), so time spent opening a connection or waiting for a
 pooled one never makes two requests look further apart than they were.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 __all__ = ["AUTO_MARGIN_START", "Permit", "SlidingWindowLimiter"]
 
 AUTO_MARGIN_START = 0.05  # the margin before enough round trips were measured
-AUTO_MARGIN_MIN = 0.02
+AUTO_MARGIN_MIN = 0.03  # also absorbs scheduling hiccups of the sending (or an in-process) loop
 AUTO_MARGIN_MAX = 0.25
 AUTO_MARGIN_MIN_SAMPLES = 16
 

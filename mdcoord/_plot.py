@@ -42,7 +42,9 @@ def plot_candles(df: pd.DataFrame, tf: Timeframe, *, market: str | None = None, 
     colour = np.where(c >= o, UP, DOWN)
     ax.vlines(x, lo, h, colors=colour, linewidth=0.8)
     body = np.maximum(np.abs(c - o), (h.max() - lo.min()) * 1e-4 if len(h) else 0)
-    ax.bar(x, body, bottom=np.minimum(o, c), width=0.7, color=colour, linewidth=0)
+    # snap=False: at ~100 dpi a 1000-candle bar is under a pixel wide, and snapping to the pixel
+    # grid drew a third of them with zero width (a complete series looked gappy)
+    ax.bar(x, body, bottom=np.minimum(o, c), width=0.7, color=colour, linewidth=0, snap=False)
     if len(x):
         grid = np.arange(x.min(), x.max() + 1)
         missing = ~np.isin(grid, x)
@@ -51,12 +53,13 @@ def plot_candles(df: pd.DataFrame, tf: Timeframe, *, market: str | None = None, 
                             transform=ax.get_xaxis_transform(), label=f"no candle ({int(missing.sum())})")
             ax.legend(loc="upper left", fontsize=8)
     if vax is not None:
-        vax.bar(x, part["volume"].to_numpy(), width=0.7, color=colour, linewidth=0)
+        vax.bar(x, part["volume"].to_numpy(), width=0.7, color=colour, linewidth=0, snap=False)
         vax.set_ylabel("volume")
     ticks = ax.get_xticks()
     labels = [tf.slot_start(int(t)).strftime("%m-%d %H:%M") if np.isfinite(t) else "" for t in ticks]
     (vax or ax).set_xticks(ticks, labels, rotation=0, fontsize=8)
     ax.set_xlim(x.min() - 1, x.max() + 1) if len(x) else None
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # KRW prices in full, no "1e7"
     ax.set_ylabel("price")
     ax.set_title(title or f"{market} {tf.value} (UTC)")
     fig.tight_layout()

@@ -270,8 +270,8 @@ def table(results: dict[str, Any]) -> str:
     for r in results.values():
         for c, s in r["clients"].items():
             verdict = "; ".join(s["verdicts"])
-            if s["errors"]:
-                verdict += " — " + "; ".join(s["errors"])[:160]
+            if s["errors"]:  # the exception's type; the message (with its URL) is in the JSON
+                verdict += " — " + "; ".join(sorted({e.split(":", 1)[0] for e in s["errors"]}))
             wall = f"{s['median_wall_s']:.2f} s"
             ratio = f"{s['median_ratio_to_mdcoord']:.2f}x" if "median_ratio_to_mdcoord" in s else ""
             if not s["complete_and_correct"]:  # a time to failure is no speed

@@ -1,0 +1,183 @@
+"""Concurrent use (issue 7, item 4): several threads, async tasks and processes fetching
+overlapping ranges of the same markets at once, through one cache directory.
+
+Results equal a single fetch, the cache holds nothing twice and every file in it is whole, and
+the rate limit holds: within a process every thread and task shares one limiter per group;
+separate processes share the IP's budget without knowing of each other, so each is given a share
+(``rate_limit=3`` for three processes: 9 of the 10 a second) — docs/reliability.md explains it.
+
+Earlier tests of the same kind: ``tests/test_cache.py`` (two processes filling one candle range,
+four processes writing one partition), ``tests/test_client.py::test_sync_and_async_share_one_limiter``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as ds
+
+import mdcoord
+from mdcoord._config import source_name
+from mdcoord._store import read_partition
+from mdcoord.sim import Exchange
+
+from .conftest import NOW, assert_same_candles, truth
+
+MARKETS = ["KRW-BTC", "KRW-ETH"]
+# overlapping 1-minute ranges of one day: [00, 12), [06, 18), [03, 09), and [00, 12) again
+CANDLE_RANGES = [("00:00", "12:00"), ("06:00", "18:00"), ("03:00", "09:00"), ("00:00", "12:00")]
+DAY = "2026-11-12"
+TRADE_DAY = (pd.Timestamp(NOW).floor("D") - pd.Timedelta(days=2)).strftime("%Y-%m-%d")
+TRADE_RANGES = [("10:00", "10:40"), ("10:20", "11:00"), ("10:00", "11:00")]
+
+
+def _span(day: str, a: str, b: str) -> tuple[str, str]:
+    return f"{day}T{a}:00Z", f"{day}T{b}:00Z"
+
+
+def trades_truth(ex: Exchange, market: str, start: str, end: str) -> pd.DataFrame:
+    rows = ex.market.trade_rows(market, start, end)
+    return pd.DataFrame({
+        "time": pd.to_datetime([r["timestamp"] for r in rows], unit="ms", utc=True).astype("datetime64[ns, UTC]"),
+        "sequential_id": [r["sequential_id"] for r in rows],
+        "price": [float(r["trade_price"]) for r in rows],
+    }).sort_values(["time", "sequential_id"]).set_index("time")
+
+
+def assert_same_trades(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    assert list(got.index) == list(want.index)
+    assert got["sequential_id"].tolist() == want["sequential_id"].tolist()
+    assert got["price"].tolist() == want["price"].tolist()
+
+
+def assert_cache_whole(root: Path) -> None:
+    """Every partition file loads with its coverage, and nothing in it is stored twice."""
+    files = sorted(root.rglob("part.parquet"))
+    assert files
+    for path in files:
+        got = read_partition(path)
+        assert got is not None, f"{path} does not load"
+        table, coverage = got
+        key = "sequential_id" if "sequential_id" in table.column_names else "time"
+        assert table.column(key).to_pandas().is_unique, f"{path} holds rows twice"
+        assert coverage and all(a < b for a, b in coverage)
+    for kind in ("candles", "trades"):
+        if (root / kind).exists():
+            keys = ds.dataset(root / kind, format="parquet", partitioning="hive").to_table().to_pandas()
+            key = ["market", "sequential_id"] if kind == "trades" else ["market", "timeframe", "time"]
+            assert not keys.duplicated(key).any()
+
+
+def test_threads_and_tasks_fetching_overlapping_ranges(ex: Exchange, tmp_path: Path) -> None:
+    """Four threads of overlapping candle ranges of two markets, three threads of overlapping
+    trade ranges, and three async tasks on one loop, all at once through one cache directory."""
+    results: dict[str, pd.DataFrame] = {}
+    errors: list[BaseException] = []
+    kw = dict(base_url=ex.base_url, cache=True, cache_dir=str(tmp_path))
+
+    def run(key: str, fn) -> None:  # type: ignore[no-untyped-def]
+        try:
+            results[key] = fn()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    jobs = {}
+    for i, (a, b) in enumerate(CANDLE_RANGES):
+        s, e = _span(DAY, a, b)
+        jobs[f"candles{i}"] = lambda s=s, e=e: mdcoord.candles(MARKETS, "1m", start=s, end=e, **kw)
+    for i, (a, b) in enumerate(TRADE_RANGES):
+        s, e = _span(TRADE_DAY, a, b)
+        jobs[f"trades{i}"] = lambda s=s, e=e: mdcoord.trades("KRW-BTC", start=s, end=e, **kw)
+
+    async def tasks() -> list[pd.DataFrame]:
+        return await asyncio.gather(*(mdcoord.acandles(MARKETS, "1m", start=s, end=e, **kw)
+                                      for s, e in (_span(DAY, *r) for r in CANDLE_RANGES[:3])))
+
+    jobs["tasks"] = lambda: asyncio.run(tasks())
+    threads = [threading.Thread(target=run, args=item) for item in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+
+    for i, (a, b) in enumerate(CANDLE_RANGES):
+        s, e = _span(DAY, a, b)
+        for m in MARKETS:
+            assert_same_candles(results[f"candles{i}"].xs(m), truth(ex, m, "1m", s, e))
+            if i < 3:
+                assert_same_candles(results["tasks"][i].xs(m), truth(ex, m, "1m", s, e))
+    for i, (a, b) in enumerate(TRADE_RANGES):
+        assert_same_trades(results[f"trades{i}"], trades_truth(ex, "KRW-BTC", *_span(TRADE_DAY, a, b)))
+    assert_cache_whole(tmp_path / source_name(ex.base_url))
+    # one limiter per group for the whole process: never more than 10 in any second, no 429
+    assert ex.max_in_window("candles") <= 10 and ex.max_in_window("crix-trades") <= 10
+    assert ex.count(status=429) == 0 and ex.count(status=418) == 0
+
+
+def _child(base_url: str, cache_dir: str, out: str, shift: int) -> None:
+    """One process: overlapping candle and trade ranges (rotated by ``shift``), at a third of the
+    budget; writes what it got and its own figures for the parent to check."""
+    mdcoord.set_options(progress=False, cache=True, cache_dir=cache_dir, base_url=base_url, rate_limit=3)
+    got = {}
+    order = CANDLE_RANGES[shift:] + CANDLE_RANGES[:shift]
+    for a, b in order[:2]:
+        s, e = _span(DAY, a, b)
+        got[f"candles {a} {b}"] = mdcoord.candles(MARKETS, "1m", start=s, end=e).reset_index()
+    a, b = TRADE_RANGES[shift % len(TRADE_RANGES)]
+    got[f"trades {a} {b}"] = mdcoord.trades("KRW-ETH", start=_span(TRADE_DAY, a, b)[0],
+                                            end=_span(TRADE_DAY, a, b)[1]).reset_index()
+    for key, frame in got.items():
+        frame.to_parquet(Path(out) / f"{key.replace(' ', '_').replace(':', '')}.parquet")
+    m = mdcoord.metrics()
+    (Path(out) / "metrics.json").write_text(json.dumps({"429": int(m["429"].sum()), "418": int(m["418"].sum())}))
+
+
+def test_three_processes_sharing_one_ip_budget(ex: Exchange, tmp_path: Path) -> None:
+    """Three processes, each at ``rate_limit=3``, fetch overlapping candle and trade ranges of the
+    same markets into one cache at once: every result is exact, the cache holds nothing twice,
+    and the exchange — which sees one IP — never counts more than 10 in a second of a group."""
+    time.sleep(1.1)  # the children's limiters know nothing of this process's last second
+    cache = tmp_path / "cache"
+    outs = [tmp_path / f"out{i}" for i in range(3)]
+    ctx = mp.get_context("spawn")
+    procs = []
+    for i, out in enumerate(outs):
+        out.mkdir()
+        procs.append(ctx.Process(target=_child, args=(ex.base_url, str(cache), str(out), i)))
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    for out in outs:
+        figures = json.loads((out / "metrics.json").read_text())
+        assert figures == {"429": 0, "418": 0}  # each process saw no 429 and no 418
+        for path in sorted(out.glob("*.parquet")):
+            kind, a, b = path.stem.split("_")
+            a, b = f"{a[:2]}:{a[2:]}", f"{b[:2]}:{b[2:]}"
+            frame = pd.read_parquet(path)
+            if kind == "candles":
+                frame = frame.set_index(["market", "time"])
+                for m in MARKETS:
+                    assert_same_candles(frame.xs(m), truth(ex, m, "1m", *_span(DAY, a, b)))
+            else:
+                assert_same_trades(frame.set_index("time"), trades_truth(ex, "KRW-ETH", *_span(TRADE_DAY, a, b)))
+    assert_cache_whole(cache / source_name(ex.base_url))
+    for group in ("candles", "crix-trades", "market"):
+        assert ex.max_in_window(group) <= 10
+    assert ex.count(status=429) == 0 and ex.count(status=418) == 0
+    # and the cache they filled answers the union of their ranges without a request
+    mdcoord.candles("KRW-BTC", "1m", count=1, base_url=ex.base_url)  # (this process knows the clock)
+    sent = ex.count()
+    df = mdcoord.candles(MARKETS, "1m", start=f"{DAY}T00:00:00Z", end=f"{DAY}T18:00:00Z", base_url=ex.base_url,
+                         cache=True, cache_dir=str(cache))
+    assert ex.count() == sent
+    for m in MARKETS:
+        assert_same_candles(df.xs(m), truth(ex, m, "1m", f"{DAY}T00:00:00Z", f"{DAY}T18:00:00Z"))

@@ -278,20 +278,26 @@ class CandleJob(Job[CandleChunk]):
         return now_slot
 
     async def _round(self, st: _MarketState, chunks: list[CandleChunk]) -> None:
+        """Fetch ``chunks``; each answer joins the state as it lands, and whatever landed is
+        written to the cache even when the round ends early (cancelled, Ctrl-C, a 418)."""
         st.rounds += 1
-        for outcome in await self.executor.run(chunks):
-            if outcome.error is not None:
-                st.failed.append(outcome)
-                continue
-            page: CandlePage = outcome.data
-            ords = _ordinals_of(page, self.tf)
-            lo, hi = proven_by(outcome.chunk, ords, self.floor)
-            st.coverage.add(lo, hi)
-            st.new_proven.append((lo, hi))
-            if len(page):
-                st.rows.append(page)
-                st.ordinals.append(ords)
-        await self._save(st)
+        try:
+            await self.executor.run(chunks, lambda outcome: self._absorb(st, outcome))
+        finally:
+            await self._save(st)
+
+    def _absorb(self, st: _MarketState, outcome: Outcome[CandleChunk]) -> None:
+        if outcome.error is not None:
+            st.failed.append(outcome)
+            return
+        page: CandlePage = outcome.data
+        ords = _ordinals_of(page, self.tf)
+        lo, hi = proven_by(outcome.chunk, ords, self.floor)
+        st.coverage.add(lo, hi)
+        st.new_proven.append((lo, hi))
+        if len(page):
+            st.rows.append(page)
+            st.ordinals.append(ords)
 
     # -- aggregation ------------------------------------------------------------------------------------
     def _assemble(self, states: list[_MarketState]) -> CandleResult:

@@ -338,6 +338,7 @@ class Client:
         if isinstance(err, RateLimitError):
             stats.rate_limited += 1
             limiter.widen()  # arrivals jitter more than the margin assumed: be more careful from now on
+            limiter.contended()  # or someone else spends this IP's budget: take a smaller share
             limiter.pause()
         elif isinstance(err, IPBlockedError):
             self._block(err)

@@ -74,11 +74,18 @@ class Executor(Generic[C]):
         self.max_in_flight = 0
         self.pieces = 0
 
-    async def run(self, chunks: Sequence[C]) -> list[Outcome[C]]:
-        """Fetch every chunk; results in the order given."""
+    async def run(self, chunks: Sequence[C], on_outcome: Callable[[Outcome[C]], None] | None = None) -> list[Outcome[C]]:
+        """Fetch every chunk; results in the order given. ``on_outcome`` sees each outcome the
+        moment it is known, so what arrived is kept even if the run is then cancelled or fails."""
         self.pieces += len(chunks)
         self._progress.add_total(len(chunks))
-        return await gather_or_cancel([self._one(c) for c in chunks])
+        return await gather_or_cancel([self._reported(c, on_outcome) for c in chunks])
+
+    async def _reported(self, chunk: C, on_outcome: Callable[[Outcome[C]], None] | None) -> Outcome[C]:
+        outcome = await self._one(chunk)
+        if on_outcome is not None:
+            on_outcome(outcome)
+        return outcome
 
     async def _one(self, chunk: C) -> Outcome[C]:
         await self.gate.acquire()

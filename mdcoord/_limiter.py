@@ -33,6 +33,7 @@ AUTO_MARGIN_START = 0.05  # the margin before enough round trips were measured
 AUTO_MARGIN_MIN = 0.03  # also absorbs scheduling hiccups of the sending (or an in-process) loop
 AUTO_MARGIN_MAX = 0.25
 AUTO_MARGIN_MIN_SAMPLES = 16
+SHARE_RECOVERY_S = 2.0  # a contended share grows back by one request per span this often
 
 
 @dataclass
@@ -86,6 +87,38 @@ class SlidingWindowLimiter:
         self.auto_margin = False
         self._rtts: deque[float] = deque(maxlen=64)
         self._rtts_seen = 0
+        #: Our share of the budget while another user of the IP is seen (None: all of it). Halved
+        #: on each sign of contention (a 429, or ``Remaining-Req`` showing the window nearly full
+        #: with requests that are not ours), at most once a span; +1 per ``SHARE_RECOVERY_S``
+        #: without one. Two processes at the default settings thus settle below the limit
+        #: together instead of earning a 418 (a pause alone lets both resume at full rate).
+        self.share: float | None = None
+        self._share_changed = float("-inf")
+        self.share_cuts = 0
+
+    @property
+    def allowed(self) -> int:
+        """Requests allowed per span now: ``max_requests``, or the share while contended."""
+        if self.share is None:
+            return self.max_requests
+        return max(1, min(self.max_requests, int(self.share)))
+
+    def contended(self) -> None:
+        """Someone else uses this group's budget too (or a 429 says we overran it): halve our
+        share, at most once per span."""
+        now = self._clock()
+        if now - self._share_changed < self.span:
+            return
+        self.share = max(1.0, (self.share if self.share is not None else self.max_requests) / 2)
+        self._share_changed = now
+        self.share_cuts += 1
+
+    def _recover_share(self, now: float) -> None:
+        if self.share is not None and now - self._share_changed >= SHARE_RECOVERY_S:
+            self.share += 1
+            self._share_changed = now
+            if self.share >= self.max_requests:
+                self.share = None
 
     @property
     def span(self) -> float:
@@ -118,11 +151,13 @@ class SlidingWindowLimiter:
         # Keep two spans of history: observe_remaining() looks back one span from a send that
         # may be a response-latency ago.
         self._permits = [p for p in self._permits if p.pending or p.sent_at > now - 2 * self.span]
+        self._recover_share(now)
         wait = self._paused_until - now
         times = sorted(now if p.pending else p.sent_at for p in self._permits if p.pending or p.sent_at > now - self.span)
-        if len(times) >= self.max_requests:
+        allowed = self.allowed
+        if len(times) >= allowed:
             # The slot frees when the oldest of the newest N permits leaves the span.
-            wait = max(wait, times[-self.max_requests] + self.span - now)
+            wait = max(wait, times[-allowed] + self.span - now)
         return max(0.0, wait)
 
     async def acquire(self) -> Permit:
@@ -178,6 +213,8 @@ class SlidingWindowLimiter:
         self.server_limit = max(self.server_limit, remaining + 1)
         theirs = (self.server_limit - remaining) - ours
         if theirs > 1:  # one request of slack: arrival order at the server can differ from ours
+            if remaining <= 1:  # ...and together we fill the window: take a smaller share
+                self.contended()
             self.pause()
             return True
         return False

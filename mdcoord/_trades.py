@@ -289,21 +289,29 @@ class TradeJob(Job[TradeWindow]):
         return now, today
 
     async def _round(self, st: _MarketState, windows: list[TradeWindow]) -> None:
+        """Fetch ``windows``; each answer joins the state as it lands, and whatever landed is
+        written to the cache even when the round ends early (cancelled, Ctrl-C, a 418)."""
         st.rounds += 1
-        for outcome in await self.executor.run(windows):
-            if outcome.error is not None:
-                st.failed.append(outcome)
-                continue
-            rows, proven_lo = outcome.data
-            w = outcome.chunk
-            st.coverage.add(proven_lo, w.hi)
-            st.new_proven.append((proven_lo, w.hi))
-            ts = np.array([int(r["timestamp"]) for r in rows], dtype=np.int64)
-            inside = (ts >= proven_lo) & (ts < w.hi)
-            if inside.any():
-                st.pages.append([r for r, keep in zip(rows, inside) if keep])
-                st.ts.append(ts[inside])
-        await self._save(st, st.now - SETTLE_MS)
+        try:
+            await self.executor.run(windows, lambda outcome: self._absorb(st, outcome))
+        finally:
+            await self._save(st, st.now - SETTLE_MS)
+        # a window that failed in an earlier round but was proven since is no failure any more
+        st.failed = [o for o in st.failed if st.coverage.missing(o.chunk.lo, o.chunk.hi)]
+
+    def _absorb(self, st: _MarketState, outcome: Outcome[TradeWindow]) -> None:
+        if outcome.error is not None:
+            st.failed.append(outcome)
+            return
+        rows, proven_lo = outcome.data
+        w = outcome.chunk
+        st.coverage.add(proven_lo, w.hi)
+        st.new_proven.append((proven_lo, w.hi))
+        ts = np.array([int(r["timestamp"]) for r in rows], dtype=np.int64)
+        inside = (ts >= proven_lo) & (ts < w.hi)
+        if inside.any():
+            st.pages.append([r for r, keep in zip(rows, inside) if keep])
+            st.ts.append(ts[inside])
 
     def _assemble(self, states: list[_MarketState]) -> JobResult:
         req = self.req

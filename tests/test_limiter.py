@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mdcoord._limiter import SlidingWindowLimiter
+from mdcoord._limiter import Permit, SlidingWindowLimiter
 
 
 class FakeTime:
@@ -219,3 +219,36 @@ def test_a_429_widens_the_margin_for_good_up_to_a_cap() -> None:
 
     sent = send(lim, t, 11)
     assert sent[10] - sent[0] == pytest.approx(1.30)
+
+
+def test_contention_halves_the_share_once_a_span_and_it_grows_back() -> None:
+    lim, clock = make()
+    assert lim.allowed == 10
+    lim.contended()
+    assert lim.allowed == 5 and lim.share_cuts == 1
+    lim.contended()  # the same span: one cut is enough
+    assert lim.allowed == 5
+    clock.now += 1.1
+    lim.contended()
+    assert lim.allowed == 2  # 2.5 -> 2 requests a span
+    for _ in range(3):
+        clock.now += 2.0
+        lim.delay()
+    assert lim.allowed == 5  # +1 per 2 s without contention
+    for _ in range(10):
+        clock.now += 2.0
+        lim.delay()
+    assert lim.share is None and lim.allowed == 10
+
+
+def test_a_full_window_of_someone_elses_requests_cuts_the_share() -> None:
+    lim, clock = make()
+    permit = Permit(clock.now, pending=False)
+    lim._permits.append(permit)
+    assert lim.observe_remaining(5, permit) is True  # 4 of theirs, room left: pause only
+    assert lim.allowed == 10
+    clock.now += 2
+    permit = Permit(clock.now, pending=False)
+    lim._permits.append(permit)
+    assert lim.observe_remaining(0, permit) is True  # the window is full with theirs: share
+    assert lim.allowed == 5

@@ -308,7 +308,7 @@ class CandleJob(Job[CandleChunk]):
         parts = [*cached, fetched] if len(fetched) else cached
         frame = clean_candles(pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts[0] if parts else fetched))
         ords = tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
-        keep, first = span_mask(frame["market"].to_numpy(), ords, {st.market: st.span for st in states}, req.count)
+        keep, first = span_mask(frame["market"], ords, {st.market: st.span for st in states}, req.count)
         spans: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
         for st in states:
             # a count's span starts at its oldest candle; a range's at the asked start

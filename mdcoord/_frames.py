@@ -108,12 +108,16 @@ def canonical_candles(df: pd.DataFrame) -> pd.DataFrame:
 
 def clean_candles(df: pd.DataFrame) -> pd.DataFrame:
     """Sort by (market, time) and drop duplicate candles (page seams); the last copy wins."""
-    if df.empty or _strictly_increasing(df["market"].to_numpy(), df["time"].to_numpy(dtype="datetime64[ns]")):
+    if df.empty:
+        return df.reset_index(drop=True)
+    # Market codes in string order (factorizing Arrow strings is ~10x cheaper than making a
+    # million Python strings with to_numpy()), so (code, time) orders rows as (market, time).
+    codes, _ = pd.factorize(df["market"], sort=True)
+    t = df["time"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    if _strictly_increasing(codes, t):
         return df.reset_index(drop=True)  # already clean (e.g. straight from the cache): O(n) check
     # One stable sort of integer keys, then keep the last row of each run of equal keys: no
     # hashing of (market, time) pairs (drop_duplicates + sort_values cost ~3x more on 1M rows).
-    t = df["time"].to_numpy(dtype="datetime64[ns]").view(np.int64)
-    codes, _ = pd.factorize(df["market"], sort=True)
     order = np.argsort(t, kind="stable") if codes.max() == 0 else np.lexsort((t, codes))
     tk, ck = t[order], codes[order]
     last = np.ones(len(order), dtype=bool)
@@ -354,15 +358,17 @@ def clean_trades(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def span_mask(
-    market_col: np.ndarray, keys: np.ndarray, spans: dict[str, tuple[int, int]], count: int | None
+    market_col: pd.Series | np.ndarray, keys: np.ndarray, spans: dict[str, tuple[int, int]], count: int | None
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Rows to keep of a frame sorted by (market, key): per market those with ``lo <= key < hi``
     and, with ``count``, only the last ``count`` of them. Also returns each market's first kept
     key (``lo`` when none is kept)."""
     keep = np.zeros(len(keys), dtype=bool)
     first: dict[str, int] = {}
+    codes, uniques = pd.factorize(market_col)  # integer compares, not a million string compares
+    code_of = {str(u): i for i, u in enumerate(uniques)}
     for market, (lo, hi) in spans.items():  # a loop over markets, not rows
-        mine = np.nonzero((market_col == market) & (keys >= lo) & (keys < hi))[0]
+        mine = np.nonzero((codes == code_of.get(market, -2)) & (keys >= lo) & (keys < hi))[0]
         if count is not None:
             mine = mine[-count:]
         keep[mine] = True

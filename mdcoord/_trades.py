@@ -319,7 +319,7 @@ class TradeJob(Job[TradeWindow]):
         cached = [f for st in states for f in st.cached if len(f)]
         frame = clean_trades(pd.concat([*cached, fetched], ignore_index=True) if cached else fetched)
         t = frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1_000_000
-        keep, _ = span_mask(frame["market"].to_numpy(), t, {st.market: st.span for st in states}, req.count)
+        keep, _ = span_mask(frame["market"], t, {st.market: st.span for st in states}, req.count)
         frame = frame.loc[keep].reset_index(drop=True)
         if len(states) == 1:
             frame = frame.drop(columns="market").set_index("time")

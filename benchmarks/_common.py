@@ -35,9 +35,11 @@ RATE = 10  # requests per second per group, the exchange's strict limit
 OHLCV = ["open", "high", "low", "close", "volume"]
 
 
-def exchange(latency: float, **overrides: Any) -> Exchange:
-    """A fresh strict exchange (10/s per group, 429 then 418) with ``latency`` ± latency/10."""
-    return Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=latency, jitter=latency / 10, **overrides))
+def exchange(latency: float, jitter: float | None = None, **overrides: Any) -> Exchange:
+    """A fresh strict exchange (10/s per group, 429 then 418) with ``latency``, each half of it
+    varying by ± ``jitter`` (default latency/10)."""
+    jitter = latency / 10 if jitter is None else jitter
+    return Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=latency, jitter=jitter, **overrides))
 
 
 def median(values: Iterable[float]) -> float:

@@ -57,8 +57,8 @@ from benchmarks.bench_compare import start_wanted
 COUNT = 119_800  # -> 600 requests
 
 
-def one_run(count: int, latency: float, check: bool = True) -> dict[str, Any]:
-    with exchange(latency) as ex:
+def one_run(count: int, latency: float, check: bool = True, jitter: float | None = None) -> dict[str, Any]:
+    with exchange(latency, jitter) as ex:
         mdcoord.reset_metrics()
         t0 = time.perf_counter()
         df = mdcoord.candles(MARKET, "1m", count=count, base_url=ex.base_url, cache=False, progress=False)
@@ -99,17 +99,19 @@ def _round(seconds: float) -> float | None:
     return round(seconds, 3) if seconds else None  # None: 10 requests or fewer have no period
 
 
-def bench(runs: int, count: int, latencies: list[float], log: Callable[[str], None] = print) -> dict[str, Any]:
+def bench(runs: int, count: int, latencies: list[float], log: Callable[[str], None] = print,
+          jitter: float | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for latency in latencies:
         raw = []
         for i in range(runs):
-            r = one_run(count, latency)
+            r = one_run(count, latency, jitter=jitter)
             raw.append(r)
             log(f"  rate {ms(latency)} run {i + 1}: {r['wall_s']:.2f} s, {r['requests']} req, "
                 f"efficiency {r['efficiency_vs_10']:.3f}, {r['429s']} x 429, {r['check']['verdict']}")
         results[str(latency)] = {
             "latency_s": latency,
+            "jitter_s": latency / 10 if jitter is None else jitter,
             "count": count,
             "runs": raw,
             "requests": median(r["requests"] for r in raw),
@@ -141,7 +143,7 @@ def table(results: dict[str, Any]) -> str:
     for r in results.values():
         met = r["median_efficiency_vs_10"] >= 0.95 and r["429s"] == 0
         rows.append([
-            ms(r["latency_s"]), f"{r['count']:,}", f"{r['requests']:g}", f"{r['median_wall_s']:.2f} s",
+            f"{ms(r['latency_s'])} ± {ms(r.get('jitter_s', r['latency_s'] / 10))}", f"{r['count']:,}", f"{r['requests']:g}", f"{r['median_wall_s']:.2f} s",
             f"{r['requests'] / r['median_wall_s']:.2f}", f"**{r['median_efficiency_vs_10']:.3f}**",
             f"{r['server_floor_s']:.2f} s", f"{r['median_strict_efficiency']:.3f}",
             _joined(r["margin_at_end_s"], 1000, " ms"), _joined(r["concurrency_limit_at_end"], 1, ""),
@@ -149,7 +151,7 @@ def table(results: dict[str, Any]) -> str:
             r["429s"], r["418s"], r["max_in_1s"],
             "yes" if r["complete_and_correct"] else "NO", "met" if met else "NOT met",
         ])
-    return md_table(["latency", "candles", "requests", "median wall", "req/s", "req/s ÷ 10",
+    return md_table(["latency ± jitter", "candles", "requests", "median wall", "req/s", "req/s ÷ 10",
                      "server floor", "strict (floor ÷ wall)", "margin at end", "concurrency at end",
                      "10-request period on the wire, median (min)", "429s",
                      "418s", "max req in 1 s", "complete & correct", "req/s ÷ 10 >= 0.95, 0 x 429"], rows)
@@ -160,8 +162,10 @@ def main() -> int:
         ap.add_argument("--runs", type=int, default=1)
         ap.add_argument("--count", type=int, default=COUNT)
         ap.add_argument("--latencies", type=float, nargs="+", default=list(LATENCIES))
+        ap.add_argument("--jitter", type=float, default=None,
+                        help="± seconds on each half of the latency (default: latency/10)")
 
-    return cli(__doc__, options, lambda a, log: bench(a.runs, a.count, a.latencies, log=log), table)
+    return cli(__doc__, options, lambda a, log: bench(a.runs, a.count, a.latencies, log=log, jitter=a.jitter), table)
 
 if __name__ == "__main__":
     sys.exit(main())

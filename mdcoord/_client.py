@@ -337,8 +337,9 @@ class Client:
         err = _error_for(status, body, headers, url=url, params=params, group=group)
         if isinstance(err, RateLimitError):
             stats.rate_limited += 1
-            limiter.widen()  # arrivals jitter more than the margin assumed: be more careful from now on
-            limiter.contended()  # or someone else spends this IP's budget: take a smaller share
+            # arrivals jitter more than the margin assumed: be more careful from now on (whether
+            # someone else spends this IP's budget too, Remaining-Req told observe_remaining above)
+            limiter.widen()
             limiter.pause()
         elif isinstance(err, IPBlockedError):
             self._block(err)

@@ -88,8 +88,8 @@ class SlidingWindowLimiter:
         self._rtts: deque[float] = deque(maxlen=64)
         self._rtts_seen = 0
         #: Our share of the budget while another user of the IP is seen (None: all of it). Halved
-        #: on each sign of contention (a 429, or ``Remaining-Req`` showing the window nearly full
-        #: with requests that are not ours), at most once a span; +1 per ``SHARE_RECOVERY_S``
+        #: on each sign of contention (``Remaining-Req`` showing the window nearly full with
+        #: requests that are not ours, 429s included), at most once a span; +1 per ``SHARE_RECOVERY_S``
         #: without one. Two processes at the default settings thus settle below the limit
         #: together instead of earning a 418 (a pause alone lets both resume at full rate).
         self.share: float | None = None
@@ -104,8 +104,7 @@ class SlidingWindowLimiter:
         return max(1, min(self.max_requests, int(self.share)))
 
     def contended(self) -> None:
-        """Someone else uses this group's budget too (or a 429 says we overran it): halve our
-        share, at most once per span."""
+        """Someone else uses this group's budget too: halve our share, at most once per span."""
         now = self._clock()
         if now - self._share_changed < self.span:
             return

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import threading
 import time
 from pathlib import Path
@@ -137,13 +138,48 @@ def _child(base_url: str, cache_dir: str, out: str, shift: int) -> None:
         frame.to_parquet(Path(out) / f"{key.replace(' ', '_').replace(':', '')}.parquet")
     m = mdcoord.metrics()
     (Path(out) / "metrics.json").write_text(json.dumps({"429": int(m["429"].sum()), "418": int(m["418"].sum())}))
+    # keep the connections open until the parent has seen which ones are ours
+    (Path(out) / "done").touch()
+    deadline = time.monotonic() + 60
+    while not (Path(out) / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def local_ports(pid: int) -> set[int]:
+    """The local TCP ports of the sockets process ``pid`` has open (Linux: /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def most_in_any_second(arrivals: list[float]) -> int:
+    times, best, lo = sorted(arrivals), 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= 1.0:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
 
 
 def test_three_processes_sharing_one_ip_budget(ex: Exchange, tmp_path: Path) -> None:
     """Three processes, each at ``rate_limit=3``, fetch overlapping candle and trade ranges of the
     same markets into one cache at once: every result is exact, the cache holds nothing twice,
-    and the exchange — which sees one IP — never counts more than 10 in a second of a group."""
+    the exchange — which sees one IP — never counts more than 10 in a second of a group, and,
+    telling the processes apart by their connections, never more than 3 of any one process."""
     time.sleep(1.1)  # the children's limiters know nothing of this process's last second
+    ex.clear_log()
     cache = tmp_path / "cache"
     outs = [tmp_path / f"out{i}" for i in range(3)]
     ctx = mp.get_context("spawn")
@@ -153,9 +189,24 @@ def test_three_processes_sharing_one_ip_budget(ex: Exchange, tmp_path: Path) -> 
         procs.append(ctx.Process(target=_child, args=(ex.base_url, str(cache), str(out), i)))
     for p in procs:
         p.start()
+    deadline = time.monotonic() + 120
+    while not all((out / "done").exists() for out in outs) and time.monotonic() < deadline:
+        assert all(p.is_alive() or p.exitcode == 0 for p in procs)
+        time.sleep(0.05)
+    # which connection belongs to which process: each child's requests as the exchange saw them
+    ports = [local_ports(p.pid) for p in procs]  # type: ignore[arg-type]
+    for out in outs:
+        (out / "release").touch()
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
+    log = ex.log
+    assert most_in_any_second([r.arrival for r in log if r.group == "candles"]) == ex.max_in_window("candles")
+    assert all(r.peer is not None and any(r.peer[1] in mine for mine in ports) for r in log)  # all attributed
+    for mine in ports:
+        for group in ("candles", "crix-trades"):
+            arrivals = [r.arrival for r in log if r.group == group and r.peer is not None and r.peer[1] in mine]
+            assert arrivals and most_in_any_second(arrivals) <= 3  # each process kept to its rate_limit=3
     for out in outs:
         figures = json.loads((out / "metrics.json").read_text())
         assert figures == {"429": 0, "418": 0}  # each process saw no 429 and no 418

@@ -16,7 +16,8 @@ class RequestRecord:
     ``arrival`` is ``time.monotonic()`` at admission, ``wall`` the UTC wall clock. ``group`` is
     the rate-limit group (``origin`` when an Origin header was sent; None for unknown paths).
     ``status`` is None when the connection was dropped. ``fault`` names the injected fault, if
-    any. ``rows`` is the number of rows of a successful JSON array answer.
+    any. ``rows`` is the number of rows of a successful JSON array answer. ``peer`` is the
+    client's ``(host, port)``: which connection, and so which client process, sent it.
     """
 
     arrival: float
@@ -28,6 +29,7 @@ class RequestRecord:
     status: int | None
     fault: str | None
     rows: int | None
+    peer: tuple[str, int] | None = None
 
 
 class RequestLog:

@@ -120,8 +120,12 @@ class Server:
         query = {k: ",".join(params.getall(k)) for k in params}  # for the log: repeats joined
         route = self._route(request.method, request.path)
 
+        peername = request.transport.get_extra_info("peername") if request.transport is not None else None
+        peer = (str(peername[0]), int(peername[1])) if peername else None
+
         def record(group: str | None, status: int | None, fault: str | None, rows: int | None) -> None:
-            self.log.append(RequestRecord(arrival, wall, request.method, request.path, query, group, status, fault, rows))
+            self.log.append(RequestRecord(arrival, wall, request.method, request.path, query, group, status, fault,
+                                          rows, peer))
 
         if route is None:
             record(None, 404, None, None)

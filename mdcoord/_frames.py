@@ -292,7 +292,8 @@ def tickers_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         out[c] = raw[c].astype("float64")
     out["change"] = raw["change"].astype("str")
     for c in ("highest_52_week_date", "lowest_52_week_date"):
-        out[c] = pd.to_datetime(raw[c], format="%Y-%m-%d", utc=True)
+        # one unit whatever the rows: an empty column would otherwise infer [s], a full one [us]
+        out[c] = pd.to_datetime(raw[c], format="%Y-%m-%d", utc=True).astype("datetime64[us, UTC]")
     out["timestamp"] = pd.to_datetime(raw["timestamp"].astype("int64"), unit="ms", utc=True)
     out = out.sort_values(["market", "timestamp"], kind="stable").drop_duplicates("market", keep="last")
     return out.set_index("market")
@@ -317,7 +318,9 @@ def orderbooks_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     owner = books.loc[keep]
     levels.insert(0, "market", np.repeat(owner["market"].to_numpy(), owner["n"].to_numpy()))
     levels.insert(1, "level", np.concatenate([np.arange(1, n + 1) for n in owner["n"]]) if len(owner) else np.empty(0, np.int64))
-    levels["timestamp"] = np.repeat(owner["timestamp"].to_numpy(), owner["n"].to_numpy())
+    levels["timestamp"] = pd.Series(  # one dtype whatever the rows (an empty repeat is object)
+        np.repeat(owner["timestamp"].to_numpy(), owner["n"].to_numpy()), index=levels.index, dtype="datetime64[us, UTC]"
+    )
     for side in ("bid", "ask"):
         pad = (levels[f"{side}_price"] == 0) & (levels[f"{side}_size"] == 0)
         levels.loc[pad, [f"{side}_price", f"{side}_size"]] = np.nan

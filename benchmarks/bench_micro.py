@@ -38,6 +38,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks._common import MARKET, cli, exchange, md_table, median
 from benchmarks.bench_cache import bench_hit, synthetic_candles
 from mdcoord._frames import (
+    CandlePage,
+    candle_pages_to_frame,
     candle_rows_to_frame,
     clean_candles,
     gap_table,
@@ -76,7 +78,7 @@ def aggregate(flat: pd.DataFrame, count: int) -> dict[str, float]:
     t0 = time.perf_counter()
     ords = tf.ordinal(frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64))
     end_slot = tf.first_slot_at_or_after(END)
-    keep, first = span_mask(frame["market"].to_numpy(), ords, {MARKET: (0, end_slot)}, count)
+    keep, first = span_mask(frame["market"], ords, {MARKET: (0, end_slot)}, count)
     frame = frame.loc[keep].reset_index(drop=True)
     t["span_mask"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -127,6 +129,7 @@ def bench_json(repeat: int) -> dict[str, Any]:
     rows = orjson.loads(body)
     assert len(rows) == PAGE and rows == json.loads(body)
     many = rows * 100  # 100 pages' rows: the job frames all its pages at once
+    pages = [CandlePage.from_rows(rows, Timeframe.M1)] * 100
     tf = Timeframe.M1
     return {
         "page_bytes": len(body),
@@ -135,6 +138,9 @@ def bench_json(repeat: int) -> dict[str, Any]:
             "json.loads": per_row_us(lambda: json.loads(body), PAGE, 50 * repeat),
             "candle_rows_to_frame, one page": per_row_us(lambda: candle_rows_to_frame(rows, tf), PAGE, 10 * repeat),
             "candle_rows_to_frame, 100 pages": per_row_us(lambda: candle_rows_to_frame(many, tf), len(many), repeat),
+            # what the candle job does as each page lands, then once at the end
+            "CandlePage.from_rows, one page": per_row_us(lambda: CandlePage.from_rows(rows, tf), PAGE, 10 * repeat),
+            "candle_pages_to_frame, 100 pages": per_row_us(lambda: candle_pages_to_frame(pages, tf), len(many), repeat),
         },
     }
 
@@ -162,6 +168,11 @@ def table(results: dict[str, Any]) -> str:
                  f"json.loads {j['json.loads']:.2f} µs/row ({j['json.loads'] / j['orjson.loads']:.1f}x orjson)", ""])
     rows.append(["rows → frame (`candle_rows_to_frame`)", f"{j['candle_rows_to_frame, 100 pages']:.2f} µs/row",
                  f"one page alone: {j['candle_rows_to_frame, one page']:.2f} µs/row", ""])
+    if "CandlePage.from_rows, one page" in j:
+        rows.append(["page → columns as it lands (`CandlePage.from_rows`), then columns → frame",
+                     f"{j['CandlePage.from_rows, one page']:.2f} µs/row",
+                     f"columns of 100 pages → one frame (`candle_pages_to_frame`): "
+                     f"{j['candle_pages_to_frame, 100 pages']:.2f} µs/row", ""])
     if "cache_hit" in results:
         c = results["cache_hit"]
         rows.append([f"cache hit, {c['rows']:,} 1m candles (`candles(..., cache=True)`)",

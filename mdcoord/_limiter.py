@@ -211,7 +211,10 @@ class SlidingWindowLimiter:
         # max_requests: Upbit's documented 10, or more if it ever reports more left than that.
         self.server_limit = max(self.server_limit, remaining + 1)
         theirs = (self.server_limit - remaining) - ours
-        if theirs > 1:  # one request of slack: arrival order at the server can differ from ours
+        # One request of slack (arrival order at the server can differ from ours); and others
+        # within what our own allowance leaves (two processes at rate_limit=5 each) are no
+        # pressure: only an over-subscribed window is.
+        if theirs > 1 and theirs > self.server_limit - self.allowed:
             if remaining <= 1:  # ...and together we fill the window: take a smaller share
                 self.contended()
             self.pause()

@@ -190,7 +190,8 @@ def test_pressure_is_judged_against_the_servers_limit_not_ours() -> None:
         p = await low.acquire()
         low.mark_sent(p)
         assert low.observe_remaining(9, p) is False  # only ours: 10 - 9 = 1
-        assert low.observe_remaining(5, p) is True  # 4 others share the IP
+        assert low.observe_remaining(5, p) is False  # 4 others: within the 6 our share leaves
+        assert low.observe_remaining(1, p) is True  # 8 others: the window is over-subscribed
 
     asyncio.run(go_low())
 
@@ -252,3 +253,14 @@ def test_a_full_window_of_someone_elses_requests_cuts_the_share() -> None:
     lim._permits.append(permit)
     assert lim.observe_remaining(0, permit) is True  # the window is full with theirs: share
     assert lim.allowed == 5
+
+
+def test_others_within_what_our_allowance_leaves_are_no_pressure() -> None:
+    lim, clock = make(n=5)  # e.g. one of two processes at rate_limit=5
+    for _ in range(3):
+        permit = Permit(clock.now, pending=False)
+        lim._permits.append(permit)
+        clock.now += 0.2
+    # the server counted 8: our 3 and the other process's 5, within the 5 our share leaves
+    assert lim.observe_remaining(2, permit) is False
+    assert lim.allowed == 5 and lim.pauses == 0

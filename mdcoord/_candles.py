@@ -23,7 +23,7 @@ from ._config import Options, resolve_cache_dir
 from ._exceptions import ResponseFormatError
 from ._executor import Outcome, gather_or_cancel
 from ._frames import CandlePage, candle_pages_to_frame, clean_candles, gap_table, index_candles, sorted_unique, span_mask
-from ._job import CacheState, Job, JobResult, cache_call, failure
+from ._job import CacheState, Job, JobResult, cache_call, despite_cancel, failure
 from ._progress import Progress
 from ._planner import HISTORY_FLOOR, PAGE_MAX, CandleChunk, plan_count_round, plan_range, proven_by
 from ._request import CoordinatorRequest
@@ -284,7 +284,7 @@ class CandleJob(Job[CandleChunk]):
         try:
             await self.executor.run(chunks, lambda outcome: self._absorb(st, outcome))
         finally:
-            await self._save(st)
+            await despite_cancel(self._save(st))
 
     def _absorb(self, st: _MarketState, outcome: Outcome[CandleChunk]) -> None:
         if outcome.error is not None:

@@ -23,7 +23,7 @@ from ._planner import Coverage
 from ._progress import Progress
 from ._request import CoordinatorRequest
 
-__all__ = ["CacheState", "Job", "JobResult", "cache_call", "failure"]
+__all__ = ["CacheState", "Job", "JobResult", "cache_call", "despite_cancel", "failure"]
 
 log = logging.getLogger("mdcoord")
 
@@ -130,6 +130,25 @@ async def cache_call(job: Any, fn: Any, *args: Any, default: Any = None) -> Any:
         job.store = None
         job.cache_error = f"{type(exc).__name__}: {exc}"
         return default
+
+
+async def despite_cancel(coro: Any) -> None:
+    """Run ``coro`` to its end even if the caller is cancelled meanwhile, then re-raise the
+    cancellation: the cache write of data that arrived must not be lost to a cancellation (a
+    sibling's 418, Ctrl-C) that lands while it is being written — a queued worker-thread job
+    that is cancelled never runs."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():  # the write itself was cancelled: nothing more to wait for
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def failure(market: str | None, where: str, error: BaseException, **extra: Any) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from ._config import Options, resolve_cache_dir
 from ._exceptions import DayChangedError, InvalidRequestError, ResponseFormatError
 from ._executor import Outcome, gather_or_cancel
 from ._frames import clean_trades, sorted_unique, span_mask, trades_to_frame
-from ._job import CacheState, Job, JobResult, cache_call, failure
+from ._job import CacheState, Job, JobResult, cache_call, despite_cancel, failure
 from ._markets import catalog_of
 from ._progress import Progress
 from ._request import CoordinatorRequest
@@ -295,7 +295,7 @@ class TradeJob(Job[TradeWindow]):
         try:
             await self.executor.run(windows, lambda outcome: self._absorb(st, outcome))
         finally:
-            await self._save(st, st.now - SETTLE_MS)
+            await despite_cancel(self._save(st, st.now - SETTLE_MS))
         # a window that failed in an earlier round but was proven since is no failure any more
         st.failed = [o for o in st.failed if st.coverage.missing(o.chunk.lo, o.chunk.hi)]
 

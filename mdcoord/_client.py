@@ -269,9 +269,7 @@ class Client:
             outcome = "ok"
             return data
         except MdcoordError as err:
-            outcome = _OUTCOMES.get(type(err)) or next(
-                (name for cls, name in _OUTCOMES.items() if isinstance(err, cls)), "client_errors"
-            )
+            outcome = next((name for cls, name in _OUTCOMES.items() if isinstance(err, cls)), "client_errors")
             raise
         finally:
             if outcome is not None and outcome != "timeouts":

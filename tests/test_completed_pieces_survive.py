@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -29,6 +30,22 @@ PIECES = 2 * math.ceil(4320 / 200)
 CONCURRENCY = 4  # fixed: at most this many pieces can be on the wire when the call is stopped
 
 
+def _cancel_after(ex: Exchange, answered: int, call: Callable[[], Coroutine[Any, Any, Any]]) -> int:
+    """Start ``call()`` as a task, cancel it once the exchange has answered ``answered`` requests,
+    check the cancellation reaches the caller; the number of answers sent by then."""
+
+    async def main() -> int:
+        task = asyncio.create_task(call())
+        while ex.count(status=200) < answered:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return ex.count(status=200)
+
+    return asyncio.run(main())
+
+
 @pytest.fixture
 def slow_ex() -> Iterator[Exchange]:
     with Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=0.05)) as ex:
@@ -41,16 +58,7 @@ def test_a_cancelled_candles_range_keeps_its_completed_pieces(slow_ex: Exchange,
     ex = slow_ex
     kw = dict(start=START, end=END, base_url=ex.base_url, cache=True, cache_dir=str(tmp_path), concurrency=CONCURRENCY)
 
-    async def main() -> int:
-        task = asyncio.create_task(mdcoord.acandles(MARKETS, "1m", **kw))
-        while ex.count(status=200) < 15:
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return ex.count(status=200)
-
-    done = asyncio.run(main())
+    done = _cancel_after(ex, 15, lambda: mdcoord.acandles(MARKETS, "1m", **kw))
     time.sleep(0.5)
     ex.clear_log()
     df = mdcoord.candles(MARKETS, "1m", **kw)
@@ -87,16 +95,7 @@ def test_a_cancelled_trades_range_keeps_its_completed_windows(slow_ex: Exchange,
     full_pages = ex.count(group="crix-trades")  # what an uninterrupted call asks for
     ex.clear_log()
 
-    async def main() -> int:
-        task = asyncio.create_task(mdcoord.atrades(MARKETS, **kw))
-        while ex.count(status=200) < 30:
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return ex.count(status=200)
-
-    done = asyncio.run(main())
+    done = _cancel_after(ex, 30, lambda: mdcoord.atrades(MARKETS, **kw))
     time.sleep(0.5)
     ex.clear_log()
     df = mdcoord.trades(MARKETS, **kw)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pandas as pd
 
+from ._config import get_options, with_overrides
 from ._coordinator import Coordinator
 from ._exceptions import InvalidRequestError
 from ._frames import gap_table
@@ -17,6 +19,13 @@ __all__ = [
     "acandles", "amarkets", "aorderbooks", "atickers", "atrades", "candles", "gaps", "markets", "orderbooks",
     "tickers", "trades",
 ]
+
+
+def _coordinator(fn: Callable[..., Any], base_url: str | None, options: dict[str, Any]) -> Coordinator:
+    """The call's coordinator, its options checked first: a typo'd keyword (``cuont=10``) is
+    named as such, with the closest of ``fn``'s parameters and the options, before anything else."""
+    with_overrides(get_options(), options, parameters=tuple(inspect.signature(fn).parameters))
+    return Coordinator(base_url, **options)
 
 
 def _candle_request(
@@ -59,8 +68,8 @@ def candles(
 
     >>> df = mdcoord.candles("KRW-BTC", "1m", count=1000)
     """
-    request = _candle_request(markets, timeframe, start, end, count, include_forming)
-    return Coordinator(base_url, **options).execute(request).unwrap()
+    coord = _coordinator(candles, base_url, options)
+    return coord.execute(_candle_request(markets, timeframe, start, end, count, include_forming)).unwrap()
 
 
 async def acandles(
@@ -78,20 +87,28 @@ async def acandles(
 
     >>> df = await mdcoord.acandles("KRW-BTC", "5m", count=5000)
     """
-    request = _candle_request(markets, timeframe, start, end, count, include_forming)
-    return (await Coordinator(base_url, **options).aexecute(request)).unwrap()
+    coord = _coordinator(acandles, base_url, options)
+    return (await coord.aexecute(_candle_request(markets, timeframe, start, end, count, include_forming))).unwrap()
 
 
 def gaps(df: pd.DataFrame) -> pd.DataFrame:
-    """The missing candles of a frame returned by :func:`candles`, one row per run.
+    """The missing candles of a frame returned by :func:`candles` (or of a whole
+    :func:`download`, from its summary), one row per run.
 
     Columns: ``market, start, end, missing, reason`` where ``end`` is the start of the next
     present candle and ``reason`` is ``"no_trades"`` (the exchange answered: no candle exists) or
-    ``"not_fetched"`` (the piece failed after retries). Uses ``df.attrs["mdcoord"]``.
+    ``"not_fetched"`` (the piece failed after retries). Uses ``df.attrs["mdcoord"]``; raises
+    :class:`InvalidRequestError` for a frame that is neither.
     """
-    meta = df.attrs.get("mdcoord")
-    if not meta or not meta.get("timeframe"):
-        raise InvalidRequestError("gaps() needs a frame returned by mdcoord.candles (attrs['mdcoord'] is missing)")
+    meta = df.attrs.get("mdcoord") if isinstance(df, pd.DataFrame) else None
+    if meta and meta.get("kind") == "download":
+        return gaps_frame(meta.get("gaps", []))
+    if not meta or not meta.get("timeframe") or "spans" not in meta:
+        what = "a frame without mdcoord metadata" if not meta else "a frame that is not mdcoord candles"
+        raise InvalidRequestError(
+            f"gaps() takes what mdcoord.candles() or mdcoord.download() returned, got {what} "
+            "(for any candle frame, df.mdc.gaps() infers the gaps between its candles)"
+        )
     tf = Timeframe.parse(meta["timeframe"])
     flat = df.reset_index()
     if "market" not in flat.columns:
@@ -104,12 +121,25 @@ def gaps(df: pd.DataFrame) -> pd.DataFrame:
     return gap_table(flat, tf, spans, failed)
 
 
-def _run(request: CoordinatorRequest, base_url: str | None, options: dict[str, Any]) -> pd.DataFrame:
-    return Coordinator(base_url, **options).execute(request).unwrap()
+def gaps_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Gap records (ISO times, as kept in metadata) as a gap table with its dtypes."""
+    frame = pd.DataFrame(records, columns=["market", "start", "end", "missing", "reason"])
+    return frame.astype({"market": "str", "missing": "int64", "reason": "str"}).assign(
+        start=pd.to_datetime(frame["start"], utc=True).astype("datetime64[ns, UTC]"),
+        end=pd.to_datetime(frame["end"], utc=True).astype("datetime64[ns, UTC]"),
+    )
 
 
-async def _arun(request: CoordinatorRequest, base_url: str | None, options: dict[str, Any]) -> pd.DataFrame:
-    return (await Coordinator(base_url, **options).aexecute(request)).unwrap()
+def _run(fn: Callable[..., Any], make: Callable[[], CoordinatorRequest], base_url: str | None,
+         options: dict[str, Any]) -> pd.DataFrame:
+    coord = _coordinator(fn, base_url, options)
+    return coord.execute(make()).unwrap()
+
+
+async def _arun(fn: Callable[..., Any], make: Callable[[], CoordinatorRequest], base_url: str | None,
+                options: dict[str, Any]) -> pd.DataFrame:
+    coord = _coordinator(fn, base_url, options)
+    return (await coord.aexecute(make())).unwrap()
 
 
 def markets(quote: str | Iterable[str] | None = None, *, details: bool = False, base_url: str | None = None,
@@ -121,15 +151,17 @@ def markets(quote: str | Iterable[str] | None = None, *, details: bool = False, 
 
     >>> mdcoord.markets("KRW", details=True)
     """
-    request = CoordinatorRequest.create("markets", () if quote is None else quote, details=details)
-    return _run(request, base_url, options)
+    return _run(markets, lambda: CoordinatorRequest.create("markets", () if quote is None else quote, details=details),
+                base_url, options)
 
 
 async def amarkets(quote: str | Iterable[str] | None = None, *, details: bool = False, base_url: str | None = None,
                    **options: Any) -> pd.DataFrame:
     """Async twin of :func:`markets`."""
-    request = CoordinatorRequest.create("markets", () if quote is None else quote, details=details)
-    return await _arun(request, base_url, options)
+    return await _arun(
+        amarkets, lambda: CoordinatorRequest.create("markets", () if quote is None else quote, details=details),
+        base_url, options,
+    )
 
 
 def tickers(markets: str | Iterable[str] = "KRW", *, base_url: str | None = None, **options: Any) -> pd.DataFrame:
@@ -142,12 +174,12 @@ def tickers(markets: str | Iterable[str] = "KRW", *, base_url: str | None = None
 
     >>> mdcoord.tickers("KRW").sort_values("acc_trade_price_24h", ascending=False).head(10)
     """
-    return _run(CoordinatorRequest.create("tickers", markets), base_url, options)
+    return _run(tickers, lambda: CoordinatorRequest.create("tickers", markets), base_url, options)
 
 
 async def atickers(markets: str | Iterable[str] = "KRW", *, base_url: str | None = None, **options: Any) -> pd.DataFrame:
     """Async twin of :func:`tickers`."""
-    return await _arun(CoordinatorRequest.create("tickers", markets), base_url, options)
+    return await _arun(atickers, lambda: CoordinatorRequest.create("tickers", markets), base_url, options)
 
 
 def orderbooks(markets: str | Iterable[str], *, depth: int | None = None, level: float | None = None,
@@ -161,13 +193,16 @@ def orderbooks(markets: str | Iterable[str], *, depth: int | None = None, level:
 
     >>> mdcoord.orderbooks(["KRW-BTC", "KRW-ETH"], depth=15)
     """
-    return _run(CoordinatorRequest.create("orderbooks", markets, depth=depth, level=level), base_url, options)
+    return _run(orderbooks, lambda: CoordinatorRequest.create("orderbooks", markets, depth=depth, level=level),
+                base_url, options)
 
 
 async def aorderbooks(markets: str | Iterable[str], *, depth: int | None = None, level: float | None = None,
                       base_url: str | None = None, **options: Any) -> pd.DataFrame:
     """Async twin of :func:`orderbooks`."""
-    return await _arun(CoordinatorRequest.create("orderbooks", markets, depth=depth, level=level), base_url, options)
+    return await _arun(
+        aorderbooks, lambda: CoordinatorRequest.create("orderbooks", markets, depth=depth, level=level), base_url, options
+    )
 
 
 def trades(markets: str | Iterable[str], *, count: int | None = None, start: Any = None, end: Any = None,
@@ -183,11 +218,13 @@ def trades(markets: str | Iterable[str], *, count: int | None = None, start: Any
 
     >>> mdcoord.trades("KRW-BTC", count=5000)
     """
-    return _run(CoordinatorRequest.create("trades", markets, start=start, end=end, count=count), base_url, options)
+    return _run(trades, lambda: CoordinatorRequest.create("trades", markets, start=start, end=end, count=count),
+                base_url, options)
 
 
 async def atrades(markets: str | Iterable[str], *, count: int | None = None, start: Any = None, end: Any = None,
                   base_url: str | None = None, **options: Any) -> pd.DataFrame:
     """Async twin of :func:`trades`."""
-    request = CoordinatorRequest.create("trades", markets, start=start, end=end, count=count)
-    return await _arun(request, base_url, options)
+    return await _arun(
+        atrades, lambda: CoordinatorRequest.create("trades", markets, start=start, end=end, count=count), base_url, options
+    )

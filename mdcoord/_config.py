@@ -9,6 +9,7 @@ Precedence for every setting: the function argument, then ``set_options``, then 
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, fields, replace
@@ -141,13 +142,16 @@ def get_options() -> Options:
     return _current
 
 
-def with_overrides(base: Options, overrides: dict[str, Any]) -> Options:
+def with_overrides(base: Options, overrides: dict[str, Any], *, parameters: tuple[str, ...] = ()) -> Options:
     """``base`` with ``overrides`` applied and validated; an unknown name is an
-    :class:`InvalidRequestError` listing the valid ones (not a raw ``TypeError``)."""
+    :class:`InvalidRequestError` naming it, suggesting the closest option or call ``parameters``
+    (a typo'd ``cuont=`` is "did you mean count?") and listing the valid options."""
     known = {f.name for f in fields(Options)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise InvalidRequestError(f"unknown option(s) {unknown}; valid options are {sorted(known)}")
+        hints = [m for u in unknown for m in difflib.get_close_matches(u, [*parameters, *known], n=1)]
+        hint = f" (did you mean {', '.join(map(repr, hints))}?)" if hints else ""
+        raise InvalidRequestError(f"unknown option(s) {unknown}{hint}; valid options are {sorted(known)}")
     return replace(base, **overrides) if overrides else base
 
 

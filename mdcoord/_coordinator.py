@@ -12,12 +12,13 @@ metadata in ``df.attrs["mdcoord"]``.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from typing import Any
+
+import pandas as pd
 
 from ._candles import CandleJob
 from ._job import Job
-from ._markets import MarketsJob
+from ._markets import MarketsJob, catalog_of
 from ._snapshots import OrderbookJob, TickerJob
 from ._trades import TradeJob
 from ._client import CallStats
@@ -51,19 +52,34 @@ class Coordinator:
     def __init__(self, base_url: str | None = None, *, runtime: Runtime | None = None, **options: Any) -> None:
         self.base_url = resolve_base_url(base_url)
         self._runtime = runtime or get_runtime()
+        with_overrides(get_options(), options)  # validate now, not at the first request
         self._overrides = options
-        self._options()  # validate now, not at the first request
 
-    def _options(self) -> Options:
+    @property
+    def options(self) -> Options:
+        """The options a request runs with now: the overrides given over :func:`set_options`'."""
         return with_overrides(get_options(), self._overrides)
 
     def execute(self, request: CoordinatorRequest) -> CoordinatorResponse:
         """Answer ``request``, blocking (works inside a running event loop too)."""
-        return self._runtime.run(self._execute(request, self._options()))
+        return self._runtime.run(self._execute(request, self.options))
 
     async def aexecute(self, request: CoordinatorRequest) -> CoordinatorResponse:
-        """Answer ``request`` from async code (on any event loop)."""
-        return await self._runtime.arun(self._execute(request, self._options()))
+        """Answer ``request`` from async code (on any event loop, mdcoord's own included)."""
+        return await self._runtime.arun(self._execute(request, self.options))
+
+    async def exchange_time(self) -> pd.Timestamp | None:
+        """The exchange's current time as this process knows it (its latest ``Date`` plus the
+        time elapsed since), asking for the market list first if it has not heard from the
+        exchange yet; None if the exchange sends no ``Date``. Await it from any loop."""
+        return await self._runtime.arun(self._exchange_time(self.options))
+
+    async def _exchange_time(self, options: Options) -> pd.Timestamp | None:
+        client = self._runtime.client(self.base_url)
+        if client.server_clock.estimate() is None:
+            await catalog_of(client).rows(options, CallStats())  # one request; later calls reuse the list
+        now = client.server_clock.estimate()
+        return pd.Timestamp(now, unit="s", tz="UTC") if now is not None else None
 
     async def _execute(self, request: CoordinatorRequest, options: Options) -> CoordinatorResponse:
         started = time.perf_counter()
@@ -82,7 +98,7 @@ class Coordinator:
         try:
             result = await job.run()
         except MdcoordError as err:
-            self._fill_counters(meta, stats, job.executor, started)
+            self._fill_counters(meta, stats, job.executor, started, client.server_clock.estimate())
             self._record(request, meta, None)
             return CoordinatorResponse(False, None, meta, err)
         finally:
@@ -97,13 +113,14 @@ class Coordinator:
                 raise AttributeError(f"CoordinatorMetadata has no field {key!r}")
             setattr(meta, key, value)
         meta.data_count = len(result.frame)
-        self._fill_counters(meta, stats, job.executor, started)
+        self._fill_counters(meta, stats, job.executor, started, client.server_clock.estimate())
         self._record(request, meta, result.meta.get("cache"))
         frame = result.frame
         frame.attrs["mdcoord"] = meta.to_dict()
-        if result.failures and options.on_error == "raise":
-            return CoordinatorResponse(False, frame, meta, IncompleteDataError(meta.failures, frame))
-        return CoordinatorResponse(True, frame, meta)
+        # success means every piece arrived, whatever on_error says; "partial" only decides
+        # whether the missing pieces are an error to raise or a fact listed in the metadata
+        error = IncompleteDataError(meta.failures, frame) if result.failures and options.on_error == "raise" else None
+        return CoordinatorResponse(not result.failures, frame, meta, error)
 
     @staticmethod
     def _record(request: CoordinatorRequest, meta: CoordinatorMetadata, cache: dict[str, Any] | None) -> None:
@@ -116,7 +133,9 @@ class Coordinator:
         )
 
     @staticmethod
-    def _fill_counters(meta: CoordinatorMetadata, stats: CallStats, executor: Executor[Any], started: float) -> None:
+    def _fill_counters(
+        meta: CoordinatorMetadata, stats: CallStats, executor: Executor[Any], started: float, exchange_now: float | None
+    ) -> None:
         meta.split_count = executor.pieces
         meta.parallel_requests = executor.max_in_flight
         meta.requests_sent = stats.requests
@@ -124,4 +143,9 @@ class Coordinator:
         meta.rate_limited = stats.rate_limited
         meta.limiter_wait_s = stats.limiter_wait_s
         meta.processing_time_ms = (time.perf_counter() - started) * 1000
-        meta.fetched_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        # the exchange's time (its Date header, plus the time elapsed here since), never this
+        # machine's wall clock; None when this process has not heard from the exchange yet
+        meta.fetched_at = (
+            pd.Timestamp(exchange_now, unit="s", tz="UTC").isoformat(timespec="milliseconds")
+            if exchange_now is not None else None
+        )

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ._timeframe import Timeframe
 
-__all__ = ["CANDLE_COLUMNS", "CandlePage", "candle_pages_to_frame", "candle_rows_to_frame", "clean_candles", "gap_table", "index_candles"]
+__all__ = ["CANDLE_COLUMNS", "CandlePage", "TradePage", "trade_pages_to_frame", "trades_to_frame", "candle_pages_to_frame", "candle_rows_to_frame", "clean_candles", "gap_table", "index_candles"]
 
 # API field → column, in output order.
 _CANDLE_FIELDS = {
@@ -214,6 +214,20 @@ def gap_table(
     return pd.concat(parts, ignore_index=True).sort_values(["market", "start"], kind="stable").reset_index(drop=True)
 
 
+def merge_gap_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """Gap tables of consecutive pieces (segments) as one: a run that ends where the next one of
+    the same market and reason starts is one run."""
+    if table.empty:
+        return table.reset_index(drop=True)
+    t = table.sort_values(["market", "start"], kind="stable").reset_index(drop=True)
+    new = (t["market"] != t["market"].shift()) | (t["reason"] != t["reason"].shift()) | (t["start"] != t["end"].shift())
+    out = t.groupby(new.cumsum(), sort=False).agg(
+        market=("market", "first"), start=("start", "first"), end=("end", "last"), missing=("missing", "sum"),
+        reason=("reason", "first"),
+    )
+    return out.reset_index(drop=True).astype(t.dtypes.to_dict())
+
+
 def _split_by(a: int, b: int, fails: list[tuple[int, int]]) -> list[tuple[int, int, str]]:
     """Cut the missing run ``[a, b)`` into parts inside failed windows and parts outside."""
     cuts = sorted({a, b, *(x for f in fails for x in f if a < x < b)})
@@ -330,28 +344,69 @@ def orderbooks_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 # -- trades --------------------------------------------------------------------------------------
-def trades_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """``/trades/ticks`` rows → flat frame: ``market, time`` (tz-aware UTC from the ms timestamp),
-    ``price, volume`` (float64), ``side`` (``"ask"``/``"bid"``: the taker's side),
+class TradePage:
+    """One answer's trades as numpy columns (what a trades job keeps of a page, like
+    :class:`CandlePage`). ``time`` is the trade's ms timestamp (UTC)."""
+
+    __slots__ = ("market", "time", "price", "volume", "side", "sequential_id", "prev_closing_price", "change_price")
+
+    def __init__(self, **cols: np.ndarray) -> None:
+        for name in self.__slots__:
+            setattr(self, name, cols[name])
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]]) -> TradePage:
+        """Raises KeyError / TypeError / ValueError for rows of the wrong shape."""
+        return cls(
+            market=np.array([str(r["market"]).upper() for r in rows], dtype=object),
+            time=np.array([r["timestamp"] for r in rows], dtype=np.int64),
+            price=np.array([r["trade_price"] for r in rows], dtype=np.float64),
+            volume=np.array([r["trade_volume"] for r in rows], dtype=np.float64),
+            side=np.array([str(r["ask_bid"]).lower() for r in rows], dtype=object),
+            sequential_id=np.array([r["sequential_id"] for r in rows], dtype=np.int64),
+            prev_closing_price=np.array([r.get("prev_closing_price", np.nan) for r in rows], dtype=np.float64),
+            change_price=np.array([r.get("change_price", np.nan) for r in rows], dtype=np.float64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def take(self, mask: np.ndarray) -> TradePage:
+        return TradePage(**{name: getattr(self, name)[mask] for name in self.__slots__})
+
+    @classmethod
+    def concat(cls, pages: list[TradePage]) -> TradePage:
+        if not pages:
+            return cls.from_rows([])
+        return cls(**{name: np.concatenate([getattr(p, name) for p in pages]) for name in cls.__slots__})
+
+
+def trade_pages_to_frame(pages: list[TradePage]) -> pd.DataFrame:
+    """Trade pages (any order, any markets) → flat frame: ``market, time`` (tz-aware UTC from the
+    ms timestamp), ``price, volume`` (float64), ``side`` (``"ask"``/``"bid"``: the taker's side),
     ``sequential_id`` (int64), ``prev_closing_price, change_price``."""
-    cols = ["market", "timestamp", "trade_price", "trade_volume", "ask_bid", "sequential_id",
-            "prev_closing_price", "change_price"]
-    raw = pd.DataFrame(rows, columns=cols)
-    out = pd.DataFrame(
+    cat = np.concatenate
+
+    def col(name: str, dtype: Any) -> np.ndarray:
+        return cat([getattr(p, name) for p in pages]) if pages else np.empty(0, dtype=dtype)
+
+    return pd.DataFrame(
         {
-            "market": raw["market"].astype("str").str.upper(),
-            "time": pd.to_datetime(raw["timestamp"].astype("int64"), unit="ms", utc=True).astype(
-                "datetime64[ns, UTC]"
-            ),
-            "price": raw["trade_price"].astype("float64"),
-            "volume": raw["trade_volume"].astype("float64"),
-            "side": raw["ask_bid"].astype("str").str.lower(),
-            "sequential_id": raw["sequential_id"].astype("int64"),
-            "prev_closing_price": raw["prev_closing_price"].astype("float64"),
-            "change_price": raw["change_price"].astype("float64"),
+            "market": pd.array(col("market", object), dtype="str"),
+            "time": pd.to_datetime(col("time", np.int64), unit="ms", utc=True).astype("datetime64[ns, UTC]"),
+            "price": col("price", np.float64),
+            "volume": col("volume", np.float64),
+            "side": pd.array(col("side", object), dtype="str"),
+            "sequential_id": col("sequential_id", np.int64),
+            "prev_closing_price": col("prev_closing_price", np.float64),
+            "change_price": col("change_price", np.float64),
         }
     )
-    return out
+
+
+def trades_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """``/trades/ticks`` rows → the flat frame of :func:`trade_pages_to_frame`."""
+    return trade_pages_to_frame([TradePage.from_rows(rows)] if rows else [])
 
 
 def clean_trades(df: pd.DataFrame) -> pd.DataFrame:

@@ -12,18 +12,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import numpy as np
 import pandas as pd
 
 from ._client import CallStats, Client
 from ._concurrency import ConcurrencyGate
 from ._config import Options
+from ._groups import Group
 from ._executor import Executor
-from ._planner import Coverage
 from ._progress import Progress
 from ._request import CoordinatorRequest
 
-__all__ = ["CacheState", "Job", "JobResult", "cache_call", "despite_cancel", "failure"]
+__all__ = ["Job", "JobResult", "cache_call", "despite_cancel", "failure"]
 
 log = logging.getLogger("mdcoord")
 
@@ -46,34 +45,11 @@ class JobResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(kw_only=True)
-class CacheState:
-    """What one market's job state knows of the cache (shared by candles and trades): the frames
-    loaded from it, the key range already looked at, and what was proven but not saved yet."""
-
-    coverage: Coverage = field(default_factory=Coverage)
-    cached: list[pd.DataFrame] = field(default_factory=list)
-    cache_rows: int = 0
-    loaded: tuple[int, int] | None = None
-    new_proven: list[tuple[int, int]] = field(default_factory=list)
-    saved_pages: int = 0
-
-    def take_unlooked(self, lo: int, hi: int) -> list[tuple[int, int]]:
-        """The parts of ``[lo, hi)`` not looked at yet; from now on they count as looked at."""
-        if self.loaded is None:
-            parts = [(lo, hi)]
-            self.loaded = (lo, hi)
-        else:
-            parts = [(lo, min(hi, self.loaded[0])), (max(lo, self.loaded[1]), hi)]
-            self.loaded = (min(lo, self.loaded[0]), max(hi, self.loaded[1]))
-        return [(a, b) for a, b in parts if a < b]
-
-
 class Job(ABC, Generic[C]):
     """Base of the per-data-type jobs: holds the request, client, options and executor."""
 
     store: Any = None  # the job's cache store (None: no cache)
-    group: str  # the rate-limit group its requests go to (the adaptive gate is per group)
+    group: Group  # the rate-limit group its requests go to (the adaptive gate is per group)
 
     def __init__(
         self, request: CoordinatorRequest, client: Client, options: Options, stats: CallStats, progress: Progress
@@ -98,23 +74,6 @@ class Job(ABC, Generic[C]):
     @abstractmethod
     async def run(self) -> JobResult:
         """Plan, fetch and aggregate the whole request."""
-
-    async def load_cached(self, st: CacheState, lo: int, hi: int, load: Any, keys: list[np.ndarray], key_of: Any) -> None:
-        """Bring cached rows and coverage of ``[lo, hi)`` into ``st``, each part only once:
-        ``load(a, b)`` reads the store (in a worker thread), ``key_of(frame)`` gives the keys
-        appended to ``keys``."""
-        if self.store is None:
-            return
-        for a, b in st.take_unlooked(lo, hi):
-            frame, coverage = await cache_call(self, load, a, b, default=(None, Coverage()))
-            if self.store is None:  # the disk failed: go on without the cache
-                return
-            for c_lo, c_hi in coverage:
-                st.coverage.add(c_lo, c_hi)
-            if frame is not None and len(frame):
-                st.cached.append(frame)
-                keys.append(key_of(frame))
-                st.cache_rows += len(frame)
 
 
 async def cache_call(job: Any, fn: Any, *args: Any, default: Any = None) -> Any:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import time
 import weakref
 from typing import Any
 
@@ -18,6 +17,7 @@ from ._client import CallStats, Client
 from ._config import Options
 from ._exceptions import InvalidRequestError, MarketNotFoundError, ResponseFormatError
 from ._frames import markets_to_frame
+from ._groups import Group
 from ._job import Job, JobResult
 
 __all__ = ["MarketCatalog", "MarketsJob", "catalog_of"]
@@ -39,18 +39,12 @@ class MarketCatalog:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:  # one fetch even when many jobs ask at once
-            stale = time.monotonic() - self._fetched_at > CATALOG_TTL_S
+            stale = self._client.clock() - self._fetched_at > CATALOG_TTL_S
             if refresh or stale or self._rows is None:
-                data = await self._client.get_json(
-                    "/market/all", {"is_details": "true"}, options=options, stats=stats
+                self._rows = await self._client.get_json(
+                    "/market/all", {"is_details": "true"}, options=options, stats=stats, parse=_parse_markets
                 )
-                if not isinstance(data, list) or (data and not isinstance(data[0], dict)) or any(
-                    "market" not in r for r in data[:1]
-                ):
-                    raise ResponseFormatError(
-                        "expected a JSON array of markets", url=self._client.base_url + "/market/all", group="market"
-                    )
-                self._rows, self._fetched_at = data, time.monotonic()
+                self._fetched_at = self._client.clock()
             return self._rows
 
     async def codes(self, options: Options, stats: CallStats, *, refresh: bool = False) -> list[str]:
@@ -75,7 +69,7 @@ class MarketCatalog:
                 f"not in the exchange's market list (/market/all): {shown}",
                 markets=unknown,
                 url=self._client.base_url + "/market/all",
-                group="market",
+                group=Group.MARKET.value,
             )
         return out
 
@@ -108,7 +102,7 @@ def catalog_of(client: Client) -> MarketCatalog:
 class MarketsJob(Job[None]):
     """``markets(quote=..., details=...)``: one request, always fresh (it also refreshes the catalog)."""
 
-    group = "market"
+    group = Group.MARKET
 
     async def fetch(self, chunk: None) -> list[dict[str, Any]]:
         return await catalog_of(self.client).rows(self.options, self.stats, refresh=True)
@@ -126,3 +120,10 @@ class MarketsJob(Job[None]):
                 raise InvalidRequestError(f"unknown quote currency {unknown}; the exchange quotes in {quotes}")
             frame = frame[frame["quote"].isin(self.req.symbols)]
         return JobResult(frame=frame, requested_size=len(frame))
+
+
+def _parse_markets(data: Any) -> list[dict[str, Any]]:
+    """``/market/all`` rows; a wrong shape is retried like a garbled body."""
+    if not isinstance(data, list) or any(not isinstance(r, dict) or "market" not in r for r in data):
+        raise ResponseFormatError("expected a JSON array of markets")
+    return data

@@ -11,20 +11,44 @@ back (the market's history ended). :class:`Coverage` keeps those proven interval
 - a **count** (``N`` most recent) first plans ``[end - N, end)`` as if no candle were missing; if
   a thin market answered fewer rows, the next round plans, concurrently, as many pieces as the
   missing rows need, spaced by the density observed so far — never one page at a time.
+
+Trades live on epoch milliseconds. ``/trades/ticks`` addresses one UTC day at a time
+(``days_ago``), a time of day ``to`` and a ``cursor``, 500 trades a page, newest first. A
+:class:`TradeWindow` is a time range inside one UTC day that is fetched by paging until a page
+reaches past its start (or a short page ends the day): then it is proven complete. Windows are
+sized from the density seen so far to hold about ``per_window`` trades; a ``count`` plans rounds
+back in time exactly like candles, sized by the trades still missing.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ._coverage import Coverage
 from ._timeframe import Timeframe
 
-__all__ = ["CandleChunk", "Coverage", "HISTORY_FLOOR", "PAGE_MAX", "plan_count_round", "plan_range", "proven_by"]
+__all__ = [
+    "DAY_MS",
+    "HISTORY_FLOOR",
+    "MIN_WINDOW_MS",
+    "PAGE_MAX",
+    "PROBE_WINDOW_MS",
+    "TRADE_PAGE",
+    "CandleChunk",
+    "TradeWindow",
+    "lowest_key",
+    "plan_count_round",
+    "plan_range",
+    "plan_trade_count_round",
+    "plan_trade_range_round",
+    "plan_trade_windows",
+    "proven_by",
+]
 
 PAGE_MAX = 200
 # Upbit opened in 2017-10 (KRW-BTC's first candle: 2017-09-25); nothing is planned before this.
@@ -50,59 +74,18 @@ class CandleChunk:
         # Formatted by hand with a literal Z: no '+' to be mangled by URL encoding.
         return {"market": self.market, "to": to.strftime("%Y-%m-%dT%H:%M:%SZ"), "count": self.count}
 
+    @property
+    def hi(self) -> int:
+        """The exclusive top of the window (``to``), in slots."""
+        return self.to
+
     def window(self) -> tuple[pd.Timestamp, pd.Timestamp]:
         tf = self.timeframe
         return tf.slot_start(self.lo), tf.slot_start(self.to)
 
-
-class Coverage:
-    """Disjoint, sorted half-open intervals ``[lo, hi)`` of slot ordinals proven complete."""
-
-    def __init__(self) -> None:
-        self._iv: list[tuple[int, int]] = []
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter(self._iv)
-
-    def __repr__(self) -> str:
-        return f"Coverage({self._iv})"
-
-    def add(self, lo: int, hi: int) -> None:
-        if hi <= lo:
-            return
-        merged: list[tuple[int, int]] = []
-        for a, b in self._iv:
-            if b < lo or a > hi:
-                merged.append((a, b))
-            else:
-                lo, hi = min(lo, a), max(hi, b)
-        merged.append((lo, hi))
-        self._iv = sorted(merged)
-
-    def missing(self, lo: int, hi: int) -> list[tuple[int, int]]:
-        """The parts of ``[lo, hi)`` not covered, in ascending order."""
-        out: list[tuple[int, int]] = []
-        cur = lo
-        for a, b in self._iv:
-            if b <= cur:
-                continue
-            if a >= hi:
-                break
-            if a > cur:
-                out.append((cur, min(a, hi)))
-            cur = max(cur, b)
-            if cur >= hi:
-                break
-        if cur < hi:
-            out.append((cur, hi))
-        return out
-
-    def reach_down(self, hi: int) -> int:
-        """The lowest ``lo`` with ``[lo, hi)`` covered without a hole (``hi`` if ``hi-1`` isn't)."""
-        for a, b in self._iv:
-            if a < hi <= b:
-                return a
-        return hi
+    def describe(self) -> str:
+        a, b = self.window()
+        return f"[{a.isoformat()}, {b.isoformat()})"
 
 
 def proven_by(chunk: CandleChunk, ordinals: np.ndarray, floor: int) -> tuple[int, int]:
@@ -167,3 +150,122 @@ def plan_count_round(
     for a, b in reversed(coverage.missing(lo, reach)):
         chunks.extend(_split(market, tf, a, b, span, page))
     return chunks
+
+
+# -- trades ---------------------------------------------------------------------------------------
+TRADE_PAGE = 500
+DAY_MS = 86_400_000
+MIN_WINDOW_MS = 60_000
+# Window length while the density is still unknown (nothing proven yet): an hour.
+PROBE_WINDOW_MS = 3_600_000
+# A count round asks for this much more time than the density says the missing trades need:
+# one round usually suffices, and a slightly longer window costs at most one more page.
+COUNT_SLACK = 1.25
+
+
+@dataclass(frozen=True)
+class TradeWindow:
+    """Every trade of ``market`` with ``lo <= timestamp < hi`` (ms), inside UTC day ``day_start``;
+    ``days_ago`` names that day relative to the exchange's current UTC day."""
+
+    market: str
+    day_start: int
+    lo: int
+    hi: int
+    days_ago: int
+
+    def first_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"market": self.market, "count": TRADE_PAGE}
+        if self.days_ago:
+            params["days_ago"] = self.days_ago
+        seconds = -(-(self.hi - self.day_start) // 1000)  # ceil: trades before hi, filtered later
+        if seconds < 86_400:
+            params["to"] = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        return params
+
+    def describe(self) -> str:
+        a = pd.Timestamp(self.lo, unit="ms", tz="UTC").isoformat()
+        b = pd.Timestamp(self.hi, unit="ms", tz="UTC").isoformat()
+        return f"[{a}, {b})"
+
+
+def plan_trade_windows(
+    market: str, lo: int, hi: int, today_start: int, density: float, per_window: int
+) -> list[TradeWindow]:
+    """Windows over ``[lo, hi)`` (ms), newest first: cut at UTC midnights, each aiming at
+    ``per_window`` trades at ``density`` trades/ms (at least a minute, at most the day)."""
+    length = PROBE_WINDOW_MS if density <= 0 else max(MIN_WINDOW_MS, math.ceil(per_window / density))
+    windows = []
+    top = hi
+    while top > lo:
+        day_start = (top - 1) // DAY_MS * DAY_MS
+        bottom = max(lo, day_start, top - length)
+        windows.append(TradeWindow(market, day_start, bottom, top, (today_start - day_start) // DAY_MS))
+        top = bottom
+    return windows
+
+
+def _windows_over(
+    market: str, missing: list[tuple[int, int]], today_start: int, density: float, per_window: int
+) -> list[TradeWindow]:
+    """Windows over several missing ranges (ascending), newest first."""
+    return [w for a, b in reversed(missing) for w in plan_trade_windows(market, a, b, today_start, density, per_window)]
+
+
+def plan_trade_range_round(
+    market: str,
+    lo: int,
+    hi: int,
+    coverage: Coverage,
+    today_start: int,
+    density: float,
+    per_window: int,
+    *,
+    probe: bool = False,
+) -> list[TradeWindow]:
+    """The next round of "every trade in ``[lo, hi)``": windows over what ``coverage`` lacks,
+    sized for ``per_window`` trades at ``density`` (trades/ms; 0: unknown, hour-long windows).
+
+    ``probe``: plan only the newest missing window. The first round of a range whose own pace is
+    unknown does so: the pace of today's newest trades says little about another hour of another
+    day, so the other windows are sized by what the probe shows.
+    """
+    missing = coverage.missing(lo, hi)
+    if not missing:
+        return []
+    if probe:
+        a, b = missing[-1]
+        return plan_trade_windows(market, a, b, today_start, density, per_window)[:1]
+    return _windows_over(market, missing, today_start, density, per_window)
+
+
+def plan_trade_count_round(
+    market: str,
+    end: int,
+    wanted: int,
+    have: int,
+    coverage: Coverage,
+    floor: int,
+    today_start: int,
+    density: float,
+    per_window: int,
+) -> list[TradeWindow]:
+    """The next round of "the ``wanted`` newest trades before ``end`` (ms)".
+
+    ``have`` is the number of trades known in ``[coverage.reach_down(end), end)``; ``floor`` the
+    oldest time the exchange serves (its day 7 days ago); ``density`` the pace seen so far
+    (trades/ms; 0 if none yet). Plans windows over the uncovered time just below what is proven,
+    long enough to hold the missing trades at that pace (an hour while it is unknown). Returns
+    ``[]`` when nothing more is needed or possible.
+    """
+    reach = coverage.reach_down(end)
+    if have >= wanted or reach <= floor:
+        return []
+    need_ms = (wanted - have) / density * COUNT_SLACK if density > 0 else PROBE_WINDOW_MS
+    lo = max(floor, reach - max(MIN_WINDOW_MS, math.ceil(need_ms)))
+    return _windows_over(market, coverage.missing(lo, reach), today_start, density, per_window)
+
+
+def lowest_key(chunks: list[Any]) -> int:
+    """The lowest key any of ``chunks`` (candle pieces or trade windows) is responsible for."""
+    return min(c.lo for c in chunks)

@@ -9,13 +9,13 @@ timestamps once, and rejects a bad value with a message that lists the valid one
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from ._codes import normalize_symbols
 from ._exceptions import InvalidRequestError, MdcoordError
 from ._timeframe import Timeframe, to_utc
 
@@ -25,12 +25,8 @@ __all__ = [
     "CoordinatorResponse",
     "DataType",
     "SplitStrategy",
-    "normalize_market",
 ]
 
-# QUOTE-BASE, e.g. KRW-BTC, BTC-ETH, USDT-XRP. Letters and digits only: a market code becomes part
-# of URLs and (later) cache paths, so nothing else may pass.
-_MARKET_RE = re.compile(r"^[A-Z0-9]{2,10}-[A-Z0-9]{1,20}$")
 MAX_COUNT = 10_000_000  # a sanity bound (about 19 years of 1-minute candles), not an API limit
 
 
@@ -62,7 +58,6 @@ SUPPORTED_STRATEGIES: dict[DataType, tuple[SplitStrategy, ...]] = {
     DataType.TRADES: (SplitStrategy.TIME, SplitStrategy.COUNT),
     DataType.MARKETS: (SplitStrategy.SYMBOL,),
 }
-_QUOTE_RE = re.compile(r"^[A-Z0-9]{2,10}$")
 MAX_DEPTH = 30
 
 
@@ -76,41 +71,6 @@ def _parse_enum(enum_cls: type[enum.Enum], value: object, name: str) -> Any:
             pass
     valid = ", ".join(repr(m.value) for m in enum_cls)
     raise InvalidRequestError(f"unknown {name} {value!r}; valid values are {valid}")
-
-
-def normalize_market(code: object) -> str:
-    """``"krw-btc"`` → ``"KRW-BTC"``; raise :class:`InvalidRequestError` for anything malformed."""
-    if not isinstance(code, str):
-        raise InvalidRequestError(f"a market code must be a string like 'KRW-BTC', not {type(code).__name__}")
-    norm = code.strip().upper()
-    if not _MARKET_RE.match(norm):
-        shown = code if len(code) <= 40 else code[:40] + "..."
-        raise InvalidRequestError(
-            f"malformed market code {shown!r}: expected QUOTE-BASE such as 'KRW-BTC', 'BTC-ETH' or 'USDT-XRP'"
-        )
-    return norm
-
-
-def _normalize_symbols(symbols: object, *, quotes_allowed: bool) -> tuple[str, ...]:
-    """Market codes (and, where allowed, quote currencies such as ``"KRW"``), upper-cased,
-    duplicates collapsed in order of first appearance."""
-    if isinstance(symbols, str):
-        items: list[object] = [symbols]
-    elif isinstance(symbols, Iterable):
-        items = list(symbols)
-    else:
-        raise InvalidRequestError(f"markets must be a code or a list of codes, not {type(symbols).__name__}")
-    if not items:
-        raise InvalidRequestError("no markets given: pass a code like 'KRW-BTC' or a non-empty list")
-    out: list[str] = []
-    for item in items:
-        if quotes_allowed and isinstance(item, str) and _QUOTE_RE.match(item.strip().upper()):
-            code = item.strip().upper()
-        else:
-            code = normalize_market(item)
-        if code not in out:
-            out.append(code)
-    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -162,11 +122,11 @@ class CoordinatorRequest:
                 f"use 'auto' or one of {[s.value for s in supported]}"
             )
         if dt is DataType.MARKETS:
-            symbols_n = () if symbols in ((), [], None) else _normalize_symbols(symbols, quotes_allowed=True)
+            symbols_n = () if symbols in ((), [], None) else normalize_symbols(symbols, quotes_allowed=True)
             if any("-" in q for q in symbols_n):
                 raise InvalidRequestError(f"markets() filters by quote currency such as 'KRW', not by code: {symbols_n}")
         else:
-            symbols_n = _normalize_symbols(symbols, quotes_allowed=dt is DataType.TICKERS)
+            symbols_n = normalize_symbols(symbols, quotes_allowed=dt is DataType.TICKERS)
         tf = Timeframe.parse(timeframe) if timeframe is not None else None
         if dt is DataType.CANDLES and tf is None:
             raise InvalidRequestError("candles need a timeframe such as '1m', '1h' or '1d'")
@@ -280,7 +240,7 @@ class CoordinatorMetadata:
     forming_candle: str | None = None
     cache: dict[str, Any] | None = None
     source: str = ""
-    fetched_at: str = ""
+    fetched_at: str | None = None
     timeframe: str | None = None
     markets: list[str] = field(default_factory=list)
     version: str = ""

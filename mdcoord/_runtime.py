@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._client import Client
-from ._exceptions import MdcoordError
+from ._exceptions import InvalidRequestError
 
 __all__ = ["Runtime", "get_runtime"]
 
@@ -74,7 +74,10 @@ class Runtime:
         """Run ``coro`` on the runtime loop and block until it is done (the sync facade)."""
         if self._on_loop_thread():
             coro.close()
-            raise MdcoordError("the sync mdcoord API was called on mdcoord's own loop; use the a-functions")
+            raise InvalidRequestError(
+                "a sync mdcoord function (candles, trades, ...) was called from mdcoord's own event loop, where it "
+                "would wait for itself; await its async twin (acandles, atrades, ...) instead"
+            )
         finished = threading.Event()
         future = asyncio.run_coroutine_threadsafe(_signal_when_done(coro, finished), self.loop)
         try:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ._exceptions import ResponseFormatError
 from ._frames import orderbooks_to_frame, tickers_to_frame
+from ._groups import Group
 from ._job import Job, JobResult, failure
 from ._markets import catalog_of
 
@@ -65,10 +66,7 @@ class _SymbolJob(Job[SymbolChunk]):
             if not isinstance(data, list) or any(
                 not isinstance(r, dict) or any(k not in r for k in self.required) for r in data
             ):
-                raise ResponseFormatError(
-                    f"expected a JSON array of objects with {self.required}", url=self.client.base_url + self.path,
-                    params=params,
-                )
+                raise ResponseFormatError(f"expected a JSON array of objects with {self.required}")
             return data
 
         return await self.client.get_json(self.path, params, options=self.options, stats=self.stats, parse=parse)
@@ -93,7 +91,7 @@ class _SymbolJob(Job[SymbolChunk]):
 
 class TickerJob(_SymbolJob):
     path = "/ticker"
-    group = "ticker"
+    group = Group.TICKER
     quotes_allowed = True
     required = ("market", "trade_price", "timestamp")
 
@@ -106,7 +104,7 @@ class TickerJob(_SymbolJob):
 
 class OrderbookJob(_SymbolJob):
     path = "/orderbook"
-    group = "orderbook"
+    group = Group.ORDERBOOK
     required = ("market", "timestamp", "orderbook_units")
 
     def chunk_size(self) -> int:

@@ -42,8 +42,8 @@ from filelock import FileLock
 from ._config import source_name
 from ._exceptions import InvalidRequestError
 from ._frames import canonical_candles
-from ._planner import Coverage
-from ._request import normalize_market
+from ._coverage import Coverage
+from ._codes import normalize_market
 from ._timeframe import Timeframe
 
 __all__ = ["CandleStore", "TradeStore", "merge_write", "read_partition", "source_name"]

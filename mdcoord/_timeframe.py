@@ -187,6 +187,9 @@ for _u in (3, 5, 10, 15, 30):
     _ALIASES[f"{_u}min"] = Timeframe(f"{_u}m")
 
 
+_RELATIVE = {"now", "today", "yesterday", "tomorrow"}
+
+
 def to_utc(value: object, name: str) -> pd.Timestamp:
     """Turn a user's time into a tz-aware UTC Timestamp.
 
@@ -202,6 +205,13 @@ def to_utc(value: object, name: str) -> pd.Timestamp:
         )
     if not isinstance(value, (str, datetime, date, pd.Timestamp, np.datetime64)):
         raise InvalidRequestError(f"{name} must be a date/time or an ISO string, not {type(value).__name__}")
+    if isinstance(value, (str, np.datetime64)) and str(value).strip().lower() in _RELATIVE:
+        # pandas would read these on this machine's clock, in its local zone: market time is the
+        # exchange's, so mdcoord never guesses it from here
+        raise InvalidRequestError(
+            f"{name}={value!r}: give a date/time; for 'up to now' leave end out (the exchange's clock decides), "
+            "for the most recent data use count="
+        )
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError, OverflowError) as exc:

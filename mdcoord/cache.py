@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ._config import get_options, resolve_cache_dir
-from ._request import normalize_market
+from ._codes import normalize_market
 from ._timeframe import Timeframe
 
 __all__ = ["clear", "directory", "info"]

@@ -50,6 +50,13 @@ def C(*a: Any, base_url_: str | None = None, **kw: Any) -> Callable[[str, Exchan
     return lambda url, ex: mdcoord.candles(*a, base_url=base_url_ or url, **kw)
 
 
+def _one_candle_request_then_the_market_list(err: BaseException, ex: Exchange) -> None:
+    """The exchange's 404 for candles, then the market list (cached ten minutes, so maybe not
+    asked again) for the name and the suggestions every data type gives."""
+    assert ex.count(group="candles") == 1 and ex.count(group="market") <= 1
+    assert "/market/all" in str(err)
+
+
 def _empty_and_complete(df: pd.DataFrame, ex: Exchange) -> None:
     assert len(df) == 0 and df.attrs["mdcoord"]["complete"] is True
 
@@ -102,7 +109,15 @@ CASES = [
     Case("market-unknown-candles", C(["KRW-BTC", "KRW-NOPE"], "1m", count=5), mdcoord.MarketNotFoundError,
          "KRW-NOPE", sent=None),
     Case("market-delisted", lambda url, ex: mdcoord.candles(ex.market.delisted()[0], "1d", count=5, base_url=url),
-         mdcoord.MarketNotFoundError, "unknown or delisted market", sent=1),
+         mdcoord.MarketNotFoundError, "unknown or delisted market", sent=None,
+         check=lambda err, ex: _one_candle_request_then_the_market_list(err, ex)),
+    # the same error, with suggestions from the market list, whatever the data type
+    Case("market-typo-candles", lambda url, ex: mdcoord.candles("KRW-BTCC", "1m", count=5, base_url=url),
+         mdcoord.MarketNotFoundError, "did you mean KRW-BTC", sent=None),
+    Case("market-typo-trades", lambda url, ex: mdcoord.trades("KRW-BTCC", count=5, base_url=url),
+         mdcoord.MarketNotFoundError, "did you mean KRW-BTC", sent=None),
+    Case("market-typo-orderbooks", lambda url, ex: mdcoord.orderbooks("KRW-BTCC", base_url=url),
+         mdcoord.MarketNotFoundError, "did you mean KRW-BTC", sent=None),
     Case("market-unknown-tickers", lambda url, ex: mdcoord.tickers(["KRW-ETH", "KRW-BTCC"], base_url=url),
          mdcoord.MarketNotFoundError, "did you mean KRW-BTC", sent=None),
     Case("market-unknown-trades", lambda url, ex: mdcoord.trades("KRW-NOPE", count=5, base_url=url),
@@ -131,8 +146,11 @@ CASES = [
     Case("range-before-listing",
          lambda url, ex: mdcoord.candles(_newest(ex), "1d", start="2018-01-01", end="2018-02-01", base_url=url),
          None, sent=None, check=_empty_and_complete),
-    Case("range-in-the-future", C("KRW-BTC", "1h", start="2026-12-01", end="2026-12-02"), None, sent=None,
-         check=_empty_and_complete),
+    Case("range-in-the-future", C("KRW-BTC", "1h", start="2026-12-01", end="2026-12-02"),
+         match="not before the exchange's now", sent=None),
+    Case("start-in-the-future", C("KRW-BTC", "1m", start="2026-12-01"), match="not before the exchange's now",
+         sent=None),
+    Case("start-now-string", C("KRW-BTC", "1m", start="today"), match="give a date/time"),
     Case("end-in-the-future", C("KRW-BTC", "1h", start="2026-11-20", end="2027-01-01"), None, sent=None,
          check=_ends_at_the_last_closed_candle),
     Case("trades-beyond-7-days", lambda url, ex: mdcoord.trades("KRW-BTC", start=BEFORE_7_DAYS, base_url=url),
@@ -165,6 +183,13 @@ CASES = [
          mdcoord.ConnectionFailedError, "127.0.0.1:9", sent=None),
     # options
     Case("option-unknown", C("KRW-BTC", "1m", count=5, concurency=3), match="unknown option"),
+    Case("option-typo-of-a-parameter", C("KRW-BTC", "1m", cuont=10), match=r"\['cuont'\] \(did you mean 'count'\?\)"),
+    Case("iter-candles-checks-at-the-call", lambda url, ex: mdcoord.iter_candles(42, "1m", start="2026-11-01",
+                                                                                base_url=url),
+         match="markets must be a code"),
+    Case("aiter-candles-checks-at-the-call", lambda url, ex: mdcoord.aiter_candles("KRW-BTC", "1m", start="2026-11-01",
+                                                                                  prefetch=-1, base_url=url),
+         match="prefetch must be"),
     Case("option-concurrency-zero", C("KRW-BTC", "1m", count=5, concurrency=0), match="concurrency"),
     Case("option-timeout-zero", C("KRW-BTC", "1m", count=5, timeout=0), match="timeout"),
     Case("option-on-error", C("KRW-BTC", "1m", count=5, on_error="ignore"), match="on_error"),
@@ -174,7 +199,7 @@ CASES = [
     Case("download-without-cache", lambda url, ex: mdcoord.download("KRW-BTC", "1m", start="2026-11-01",
                                                                     base_url=url, cache=False), match="cache=False"),
     Case("gaps-of-a-foreign-frame", lambda url, ex: mdcoord.gaps(pd.DataFrame({"close": [1.0]})),
-         match="needs a frame returned by mdcoord.candles"),
+         match="takes what mdcoord.candles.. or mdcoord.download.. returned"),
 ]
 
 

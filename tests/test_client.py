@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 import mdcoord
-from mdcoord._client import group_for, parse_remaining_req
+from mdcoord._answers import parse_remaining_req
+from mdcoord._groups import group_for
 from mdcoord.sim import Exchange, SimConfig
 
 from .conftest import NOW, assert_same_candles, truth

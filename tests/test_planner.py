@@ -7,7 +7,8 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdcoord._planner import CandleChunk, Coverage, plan_count_round, plan_range, proven_by
+from mdcoord._coverage import Coverage
+from mdcoord._planner import CandleChunk, plan_count_round, plan_range, proven_by
 from mdcoord._timeframe import Timeframe
 
 TF = Timeframe.M1

@@ -19,12 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdcoord._frames import clean_candles, clean_trades, fill_candles, gap_table, trades_to_frame
-from mdcoord._planner import PAGE_MAX, CandleChunk, Coverage, plan_count_round, plan_range, proven_by
+from mdcoord._coverage import Coverage
+from mdcoord._planner import PAGE_MAX, CandleChunk, plan_count_round, plan_range, proven_by
 from mdcoord._snapshots import split_symbols
 from mdcoord._store import CandleStore
 from mdcoord._stream import plan_segments
 from mdcoord._timeframe import Timeframe
-from mdcoord._trades import DAY_MS, MIN_WINDOW_MS, plan_trade_windows
+from mdcoord._planner import DAY_MS, MIN_WINDOW_MS, plan_trade_windows
 
 TF = Timeframe.M1
 T0 = pd.Timestamp("2026-11-01T00:00:00Z")

@@ -92,7 +92,7 @@ def test_unknown_option_of_a_call_is_a_typed_error(ex) -> None:  # type: ignore[
 
 
 def test_gaps_of_a_foreign_frame_is_a_typed_error() -> None:
-    with pytest.raises(InvalidRequestError, match="needs a frame returned by mdcoord.candles"):
+    with pytest.raises(InvalidRequestError, match=r"takes what mdcoord.candles\(\) or mdcoord.download\(\) returned"):
         mdcoord.gaps(pd.DataFrame({"x": [1]}))
 
 

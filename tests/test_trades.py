@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import mdcoord
-from mdcoord._trades import DAY_MS, plan_trade_windows
+from mdcoord._planner import DAY_MS, plan_trade_windows
 from mdcoord.sim import Exchange
 
 from .conftest import NOW

@@ -190,11 +190,13 @@ class TradeWindow:
 
 
 def plan_trade_windows(
-    market: str, lo: int, hi: int, today_start: int, density: float, per_window: int
+    market: str, lo: int, hi: int, today_start: int, density: float, per_window: int, length: int | None = None
 ) -> list[TradeWindow]:
     """Windows over ``[lo, hi)`` (ms), newest first: cut at UTC midnights, each aiming at
-    ``per_window`` trades at ``density`` trades/ms (at least a minute, at most the day)."""
-    length = PROBE_WINDOW_MS if density <= 0 else max(MIN_WINDOW_MS, math.ceil(per_window / density))
+    ``per_window`` trades at ``density`` trades/ms (at least a minute, at most the day; an hour
+    while the density is unknown, or ``length`` if given)."""
+    if length is None:
+        length = PROBE_WINDOW_MS if density <= 0 else max(MIN_WINDOW_MS, math.ceil(per_window / density))
     windows = []
     top = hi
     while top > lo:
@@ -206,10 +208,14 @@ def plan_trade_windows(
 
 
 def _windows_over(
-    market: str, missing: list[tuple[int, int]], today_start: int, density: float, per_window: int
+    market: str, missing: list[tuple[int, int]], today_start: int, density: float, per_window: int,
+    length: int | None = None,
 ) -> list[TradeWindow]:
     """Windows over several missing ranges (ascending), newest first."""
-    return [w for a, b in reversed(missing) for w in plan_trade_windows(market, a, b, today_start, density, per_window)]
+    return [
+        w for a, b in reversed(missing)
+        for w in plan_trade_windows(market, a, b, today_start, density, per_window, length)
+    ]
 
 
 def plan_trade_range_round(
@@ -249,21 +255,35 @@ def plan_trade_count_round(
     today_start: int,
     density: float,
     per_window: int,
+    oldest: int | None = None,
 ) -> list[TradeWindow]:
     """The next round of "the ``wanted`` newest trades before ``end`` (ms)".
 
-    ``have`` is the number of trades known in ``[coverage.reach_down(end), end)``; ``floor`` the
+    ``have`` is the number of trades known in ``[coverage.reach_down(end), end)`` and ``oldest``
+    the time of the oldest of them (None if none); ``floor`` the
     oldest time the exchange serves (its day 7 days ago); ``density`` the pace seen so far
     (trades/ms; 0 if none yet). Plans windows over the uncovered time just below what is proven,
-    long enough to hold the missing trades at that pace (an hour while it is unknown). Returns
-    ``[]`` when nothing more is needed or possible.
+    long enough to hold the missing trades at that pace, and at least as long as the quiet time
+    already searched below the oldest trade (an hour while nothing was seen), so a quiet
+    stretch is searched in a few rounds, not an hour a round. Returns ``[]`` when nothing more
+    is needed or possible.
     """
     reach = coverage.reach_down(end)
     if have >= wanted or reach <= floor:
         return []
-    need_ms = (wanted - have) / density * COUNT_SLACK if density > 0 else PROBE_WINDOW_MS
+    # The silence already searched: from the oldest trade known (or from ``end``) down to what is
+    # proven. Searching at least as far again makes a quiet stretch cost a few rounds, not one
+    # round per window's worth of a pace that no longer holds.
+    silence = (end if oldest is None else oldest) - reach
+    if density > 0:
+        need_ms = max((wanted - have) / density * COUNT_SLACK, silence)
+    else:  # nothing seen yet: as far again as already searched (an hour at first)
+        need_ms = max(PROBE_WINDOW_MS, silence)
     lo = max(floor, reach - max(MIN_WINDOW_MS, math.ceil(need_ms)))
-    return _windows_over(market, coverage.missing(lo, reach), today_start, density, per_window)
+    # without a pace, a window per day of the stretch: an empty window costs one request whatever
+    # its length, so quiet time is cheapest searched in long windows
+    length = None if density > 0 else reach - lo
+    return _windows_over(market, coverage.missing(lo, reach), today_start, density, per_window, length)
 
 
 def lowest_key(chunks: list[Any]) -> int:

@@ -161,9 +161,11 @@ class TradeJob(HistoryJob[TradeWindow, TradePage]):
     def plan_count(self, st: State, end: int) -> list[TradeWindow]:
         assert self.req.count is not None and self.today is not None
         reach = st.coverage.reach_down(end)
+        known = st.known_keys()
+        mine = known[(known >= reach) & (known < end)]
         return plan_trade_count_round(
-            st.market, end, self.req.count, st.have(reach, end), st.coverage, st.floor, self.today, st.density(),
-            self.options.trades_per_window,
+            st.market, end, self.req.count, len(mine), st.coverage, st.floor, self.today, st.density(),
+            self.options.trades_per_window, int(mine[0]) if len(mine) else None,
         )
 
     def absorb(self, st: State, chunk: TradeWindow, data: tuple[TradePage, int]) -> None:

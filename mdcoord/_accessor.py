@@ -138,6 +138,14 @@ class CandleAccessor:
 
         meta = self.meta
         tf = self.timeframe
+        if not meta.get("markets") and not isinstance(self._df.index, pd.MultiIndex):
+            raise InvalidRequestError(
+                "update() needs to know the market: this frame has no attrs['mdcoord']['markets'] and no market "
+                "index level; call mdcoord.candles(market, ...) instead, or set df.attrs['mdcoord'] = "
+                "{'markets': ['KRW-BTC'], 'timeframe': '1m'}"
+            )
+        if self._df.empty:
+            raise InvalidRequestError("update() extends a frame from its newest candle; this frame has none")
         flat = as_flat(self._df, (meta.get("markets") or ["?"])[0])
         start = tf.slot_start(tf.slot_of(flat["time"].max()) + 1)
         markets = meta.get("markets") or sorted(flat["market"].unique())

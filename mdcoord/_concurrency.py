@@ -24,6 +24,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ._exceptions import InvalidRequestError
+
 __all__ = ["ConcurrencyGate", "LoopLagMonitor"]
 
 # Rate × latency is the average need; bursts of the sliding-window limiter and latency spread
@@ -54,7 +56,7 @@ class ConcurrencyGate:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if limit < 1 or floor < 1 or ceiling < floor:
-            raise ValueError("limit >= 1 and 1 <= floor <= ceiling are required")
+            raise InvalidRequestError("limit >= 1 and 1 <= floor <= ceiling are required")
         self.adaptive = adaptive
         self.limit = min(max(limit, floor), ceiling)
         self.rate = rate

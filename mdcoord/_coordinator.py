@@ -109,8 +109,7 @@ class Coordinator:
         meta.failures = result.failures
         meta.complete = not result.failures
         for key, value in result.meta.items():
-            if not hasattr(meta, key):
-                raise AttributeError(f"CoordinatorMetadata has no field {key!r}")
+            assert hasattr(meta, key), f"CoordinatorMetadata has no field {key!r}"  # a job's bug, not the user's
             setattr(meta, key, value)
         meta.data_count = len(result.frame)
         self._fill_counters(meta, stats, job.executor, started, client.server_clock.estimate())

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._exceptions import InvalidRequestError
 from ._timeframe import Timeframe
 
 __all__ = ["CANDLE_COLUMNS", "CandlePage", "TradePage", "trade_pages_to_frame", "trades_to_frame", "candle_pages_to_frame", "candle_rows_to_frame", "clean_candles", "gap_table", "index_candles"]
@@ -468,7 +469,10 @@ def infer_timeframe(df: pd.DataFrame) -> Timeframe:
         return Timeframe.MO1
     if 365 * 86_400 * 10**9 <= step <= 366 * 86_400 * 10**9:
         return Timeframe.Y1
-    raise ValueError("cannot tell the timeframe of this frame; pass timeframe='1m' (or another)")
+    raise InvalidRequestError(
+        "cannot tell the timeframe of this frame: it has no attrs['mdcoord']['timeframe'] and its most common "
+        "step between candles is no timeframe's; say it with df.attrs['mdcoord'] = {'timeframe': '1m'} (or another)"
+    )
 
 
 def validate_candles(df: pd.DataFrame) -> pd.DataFrame:

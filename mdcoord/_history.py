@@ -54,7 +54,7 @@ P = TypeVar("P")  # a kept page: CandlePage, TradePage
 # Safety net: each round proves at least one new piece, so this is never reached by a
 # well-behaved server.
 MAX_ROUNDS = 10_000
-# How often one call re-plans failures that planning again can cure.
+# How many rounds of one call may re-plan failures that planning again can cure.
 MAX_REPLANS = 3
 
 
@@ -261,18 +261,15 @@ class HistoryJob(Job[C], Generic[C, P]):
             await self.executor.run(chunks, lambda outcome: self._absorb(st, outcome))
         finally:
             await despite_cancel(self._save(st))
-        kept = []
-        self._replanned = False
+        # proven since (a later round fetched it): no failure any more
+        st.failed = [o for o in st.failed if st.coverage.missing(o.chunk.lo, o.chunk.hi)]  # type: ignore[attr-defined]
+        cured = [o for o in st.failed if self.replannable(st, o)] if self._replans < MAX_REPLANS else []
+        self._replanned = bool(cured)
+        if cured:  # the next plan asks for them again, planned afresh
+            self._replans += 1
+            st.failed = [o for o in st.failed if o not in cured]
         for o in st.failed:
-            if not st.coverage.missing(o.chunk.lo, o.chunk.hi):  # type: ignore[attr-defined]
-                continue  # proven since (a later round fetched it): no failure any more
-            if self._replans < MAX_REPLANS and self.replannable(st, o):
-                self._replans += 1
-                self._replanned = True
-                continue  # the next plan asks for it again, planned afresh
             st.given_up.add(o.chunk.lo, o.chunk.hi)  # type: ignore[attr-defined]
-            kept.append(o)
-        st.failed = kept
 
     def _absorb(self, st: MarketState[C, P], outcome: Outcome[C]) -> None:
         if outcome.error is not None:

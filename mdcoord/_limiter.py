@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ._exceptions import InvalidRequestError
+
 __all__ = ["AUTO_MARGIN_START", "Permit", "SlidingWindowLimiter"]
 
 AUTO_MARGIN_START = 0.05  # the margin before enough round trips were measured
@@ -65,7 +67,7 @@ class SlidingWindowLimiter:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if max_requests < 1 or window <= 0 or margin < 0:
-            raise ValueError("max_requests >= 1, window > 0 and margin >= 0 are required")
+            raise InvalidRequestError("max_requests >= 1, window > 0 and margin >= 0 are required")
         self.max_requests = max_requests
         self.window = window
         self.margin = margin

@@ -97,11 +97,12 @@ def read_partition(path: Path) -> tuple[pa.Table, list[tuple[int, int]]] | None:
     try:
         table = pq.read_table(path)
         meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
-        if meta.get("version") != _FORMAT_VERSION:
-            raise ValueError(f"unknown cache format {meta.get('version')!r}")
-        coverage = [(int(a), int(b)) for a, b in meta["coverage"]]
+        coverage = [(int(a), int(b)) for a, b in meta["coverage"]] if meta.get("version") == _FORMAT_VERSION else None
     except Exception as exc:  # noqa: BLE001 - a bad file is a cache miss, never an error
         log.warning("ignoring unreadable cache file %s (%s); it will be refetched", path, exc)
+        return None
+    if coverage is None:
+        log.warning("ignoring cache file %s of an unknown format; it will be refetched", path)
         return None
     return table.replace_schema_metadata(None), coverage
 

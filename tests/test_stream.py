@@ -87,3 +87,17 @@ def test_bad_prefetch_is_refused(ex: Exchange, prefetch: object) -> None:
     with pytest.raises(mdcoord.InvalidRequestError, match="prefetch must be an int"):
         next(iter(mdcoord.iter_candles("KRW-BTC", "1m", start="2026-11-20", prefetch=prefetch, base_url=ex.base_url)))
     assert ex.count() == 0
+
+
+def test_gaps_of_a_download_are_the_gaps_of_the_whole_range(ex: Exchange, tmp_path: Path) -> None:
+    """gaps(download(...)) works: the runs of every segment, joined where a run crosses a seam."""
+    thin = next(c for c in ex.market.markets("KRW")
+                if 100 < len(ex.market.candles(c, "minutes", 1, START, "2026-11-01T06:00:00Z")) < 300)
+    kw = {"base_url": ex.base_url, "cache": True, "cache_dir": str(tmp_path)}
+    summary = mdcoord.download([thin, "KRW-BTC"], "1m", start=START, end=END, segment_size=700, **kw)
+    got = mdcoord.gaps(summary)
+    whole = mdcoord.candles([thin, "KRW-BTC"], "1m", start=START, end=END, **kw)  # from the cache
+    want = mdcoord.gaps(whole)
+    assert len(want) > 50  # a thin market: many runs, some across the 700-slot seams
+    pd.testing.assert_frame_equal(got, want)
+    assert int(got["missing"].sum()) == summary.attrs["mdcoord"]["missing_candles"]

@@ -81,7 +81,9 @@ def mdcoord_diagnostics(base_url: str, group: str) -> dict[str, Any]:
         if value is not None and not pd.isna(value):  # NA: no request of that kind measured
             out[key] = round(float(value), 1)
     try:
-        limiter = get_runtime()._clients[base_url]._limiters[group]
+        from mdcoord._groups import Group
+
+        limiter = get_runtime()._clients[base_url].pacing.limiter(Group(group))
         out["margin_s"] = round(limiter.margin, 3)
         out["extra_margin_s"] = round(limiter.extra_margin, 3)
     except (AttributeError, KeyError):  # internals moved: the figures are extras, not the benchmark

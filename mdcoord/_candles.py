@@ -105,7 +105,8 @@ class CandleJob(HistoryJob[CandleChunk, CandlePage]):
         sent, or when no slot boundary can have passed since that ``Date`` (then the cache may
         answer alone). Otherwise the newest page is fetched without ``to`` (the "head"): its rows
         are used like any piece's and its ``Date`` tells the current slot. An exchange that
-        sends no ``Date`` is timed by the newest candle it returns (which then counts as forming).
+        sends no ``Date`` is timed by the newest candle it returns (which then counts as forming,
+        and nothing after its start is cached).
         """
         req, tf, clock = self.req, self.tf, self.client.server_clock
         floor = clock.floor()
@@ -125,10 +126,12 @@ class CandleJob(HistoryJob[CandleChunk, CandlePage]):
         floor = clock.floor()
         if floor is not None:
             now: pd.Timestamp | None = pd.Timestamp(floor, unit="s", tz="UTC")
-        else:  # no Date header: the newest trade is the latest moment known to have passed
-            now = pd.Timestamp(int(page.last.max()), unit="ms", tz="UTC") if len(page) else None
-        st.floor = self._floor_at(now)
-        st.now = tf.slot_of(now) if now is not None else st.floor
+            st.floor = self._floor_at(now)
+            st.now = tf.slot_of(now)
+        else:  # no Date header: the newest candle may still be forming, so it counts as forming
+            st.now = int(ords.max()) if len(page) else None
+            st.floor = self._floor_at(tf.slot_start(st.now) if st.now is not None else None)
+            st.now = st.floor if st.now is None else st.now
         closed = ords < st.now
         if req.include_forming and not closed.all():
             self._forming.append(page.take(~closed))

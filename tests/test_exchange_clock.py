@@ -9,10 +9,15 @@ drift into the past or the future on its own).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
@@ -108,3 +113,51 @@ def test_metadata_times_are_the_exchanges(shifted: tuple[Exchange, pd.Timestamp]
 
 def _kind_unit(timeframe: str) -> tuple[str, int]:
     return {"1s": ("seconds", 1), "1m": ("minutes", 1), "1d": ("days", 1)}[timeframe]
+
+
+# -- an exchange that sends no Date header ----------------------------------------------------------
+class _NoDate(BaseHTTPRequestHandler):
+    """Minute candles, one every minute up to NEWEST (still forming), and no ``Date`` header."""
+
+    NEWEST = pd.Timestamp("2026-11-20T12:34:00Z")
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        query = parse_qs(urlsplit(self.path).query)
+        count = int(query.get("count", ["1"])[0])
+        top = pd.Timestamp(query["to"][0]) - pd.Timedelta(minutes=1) if "to" in query else self.NEWEST
+        top = min(top, self.NEWEST)
+        rows = [
+            {"market": "KRW-BTC", "candle_date_time_utc": t.strftime("%Y-%m-%dT%H:%M:%S"),
+             "candle_date_time_kst": t.strftime("%Y-%m-%dT%H:%M:%S"), "opening_price": 1.0, "high_price": 2.0,
+             "low_price": 0.5, "trade_price": 1.5, "candle_acc_trade_price": 3.0, "candle_acc_trade_volume": 2.0,
+             # the last trade may lie a little past the candle's end, as on Upbit
+             "timestamp": int((t + pd.Timedelta(seconds=60.03)).value // 1_000_000), "unit": 1}
+            for t in pd.date_range(end=top, periods=count, freq="min")[::-1]
+        ]
+        body = orjson.dumps(rows)
+        self.send_response_only(200)  # no Date, no Server
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_without_a_date_header_the_newest_candle_counts_as_forming(tmp_path: Path) -> None:
+    """No local clock as a fallback: "now" is the newest candle's start, so that candle is left
+    out (its last trade lies past its end and cannot tell "closed"), and nothing from it on is
+    cached."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NoDate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        df = mdcoord.candles("KRW-BTC", "1m", count=50, base_url=url, cache=True, cache_dir=str(tmp_path))
+        assert len(df) == 50 and df.index[-1] == _NoDate.NEWEST - pd.Timedelta(minutes=1)
+        assert df.attrs["mdcoord"]["fetched_at"] is None  # the exchange's time was never told
+        cached = mdcoord.cache.info(tmp_path)
+        assert cached["last"].max() < _NoDate.NEWEST
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._exceptions import InvalidRequestError
 from ._frames import as_flat
 from ._timeframe import Timeframe
 
@@ -30,7 +31,7 @@ def plot_candles(df: pd.DataFrame, tf: Timeframe, *, market: str | None = None, 
     markets = list(dict.fromkeys(flat["market"]))
     market = market or markets[0]
     if market not in markets:
-        raise ValueError(f"market {market!r} is not in this frame; it holds {markets}")
+        raise InvalidRequestError(f"plot(market={market!r}): that market is not in this frame; it holds {markets}")
     part = flat[flat["market"] == market]
     if ax is None:
         fig, (ax, vax) = plt.subplots(2, 1, sharex=True, figsize=(11, 5.5), gridspec_kw={"height_ratios": [3, 1]})
@@ -59,7 +60,12 @@ def plot_candles(df: pd.DataFrame, tf: Timeframe, *, market: str | None = None, 
     labels = [tf.slot_start(int(t)).strftime("%m-%d %H:%M") if np.isfinite(t) else "" for t in ticks]
     (vax or ax).set_xticks(ticks, labels, rotation=0, fontsize=8)
     ax.set_xlim(x.min() - 1, x.max() + 1) if len(x) else None
-    ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # KRW prices in full, no "1e7"
+    if len(x):  # 5% padding under the lowest low and over the highest high
+        pad = (h.max() - lo.min()) * 0.05 or abs(h.max()) * 0.05 or 1.0
+        ax.set_ylim(lo.min() - pad, h.max() + pad)
+    # KRW prices in full with thousands separators (no "1e7", no offset)
+    from matplotlib.ticker import FuncFormatter
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.4g}"))
     ax.set_ylabel("price")
     ax.set_title(title or f"{market} {tf.value} (UTC)")
     fig.tight_layout()

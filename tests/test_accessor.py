@@ -95,7 +95,12 @@ def test_plot_draws_candles_volume_and_gaps(ex: Exchange, tmp_path) -> None:  # 
     assert inside > 0 and legend == f"no candle ({inside})"  # the gaps between the first and last candle
     fig.savefig(tmp_path / "chart.png")
     assert (tmp_path / "chart.png").stat().st_size > 10_000
-    with pytest.raises(ValueError, match="not in this frame"):
+    low, high = price.get_ylim()
+    span = df["high"].max() - df["low"].min()
+    assert low <= df["low"].min() - 0.049 * span and high >= df["high"].max() + 0.049 * span  # 5% padding
+    fmt = price.yaxis.get_major_formatter()  # thousands separators, no offset, no "1e7"
+    assert (fmt(145_250_000.0, 0), fmt(20.4, 0)) == ("145,250,000", "20.4")
+    with pytest.raises(mdcoord.InvalidRequestError, match=r"plot\(market='KRW-NOPE'\)"):
         df.mdc.plot(market="KRW-NOPE")
 
 

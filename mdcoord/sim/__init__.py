@@ -3,7 +3,7 @@
 The sim is a real aiohttp server on 127.0.0.1 serving every quotation endpoint —
 ``/v1/market/all``, every candle unit, ``/v1/ticker`` and ``/v1/ticker/all``, ``/v1/orderbook``
 (and ``/orderbook/instruments``), ``/v1/trades/ticks`` — exactly as documented in
-``UPBIT_API.md`` (fields and their order, parameter semantics, errors, ``Remaining-Req``), over
+``docs/upbit.md`` (fields and their order, parameter semantics, errors, ``Remaining-Req``), over
 a synthetic market of ~310 pairs that is a pure function of ``seed`` and ``now``. Tickers,
 books and trades are read from the same tape as the candles, so they agree with them. It enforces Upbit's limits strictly (429, then 418),
 can add latency/jitter and inject faults, and logs every request. It imports nothing from the

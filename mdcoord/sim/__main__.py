@@ -12,7 +12,7 @@ from ._exchange import Exchange
 def parse_args(argv: list[str] | None = None) -> SimConfig:
     p = argparse.ArgumentParser(
         prog="python -m mdcoord.sim",
-        description="Serve a deterministic synthetic Upbit quotation API (market/all and candles) "
+        description="Serve a deterministic synthetic Upbit quotation API (every quotation endpoint: markets, candles, tickers, order books, trades) "
         "on 127.0.0.1 for testing clients. Prints the base URL, runs until Ctrl-C.",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")

@@ -155,7 +155,7 @@ def orderbook_row(code: str, ts: int, book: Book, count: int, m: int, level: flo
 
     bp, bs = padded(price_of(bid_k, book.tick)), padded(bid_size)
     ap, as_ = padded(price_of(ask_k, book.tick)), padded(ask_size)
-    # Live answers list the bid keys first (UPBIT_API.md); clients must not depend on key order.
+    # Live answers list the bid keys first (docs/upbit.md); clients must not depend on key order.
     units = [{"bid_price": b, "bid_size": s, "ask_price": a, "ask_size": t} for b, s, a, t in zip(bp, bs, ap, as_)]
     return {
         "market": code,

@@ -184,7 +184,10 @@ class ResponseFormatError(TransportError):
 
 class DayChangedError(TransportError):
     """The exchange's UTC day changed while a trades call ran, so ``days_ago`` shifted meaning.
-    The affected window is failed (never cached as complete); running the call again fixes it."""
+
+    Retryable: the job plans the affected window again against the new day (at most three
+    re-plans a call) instead of resending it; nothing from the failed page is cached. It reaches
+    ``IncompleteDataError.failures`` only when the day kept changing through every re-plan."""
 
 
 class IncompleteDataError(MdcoordError):

@@ -8,7 +8,8 @@
     python -m mdcoord sim --port 8080          # the embedded exchange
     python -m mdcoord demo                     # offline, end to end
 
-Errors print one line (``error: ...``) and exit 1.
+Errors print one line (``error: ...``) and exit 1. Bad usage exits 2: an unknown flag with this
+command's usage and the closest known flag, a bad value with one line.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import pandas as pd
 
 from ._exceptions import InvalidRequestError, MdcoordError
+from .sim._cli import Parser, at_least
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -121,9 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["sim"]:  # hand everything after `sim` (--help included) to the exchange's CLI
         from mdcoord.sim.__main__ import main as sim_main
 
-        sim_main(argv[1:])
-        return 0
-    parser = argparse.ArgumentParser(prog="python -m mdcoord", description="Upbit market data into files and frames.")
+        return sim_main(argv[1:])
+    parser = Parser(prog="python -m mdcoord", description="Upbit market data into files and frames.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def data_command(name: str, help_: str) -> argparse.ArgumentParser:
@@ -166,12 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="fetch candles from the embedded exchange, offline, and show them")
     demo.add_argument("--market", default="KRW-BTC")
     demo.add_argument("--timeframe", default="1m")
-    demo.add_argument("--count", type=int, default=1000)
-    demo.add_argument("--latency", type=float, default=0.03, help="simulated round-trip latency in seconds")
+    demo.add_argument("--count", type=at_least(1), default=1000)
+    demo.add_argument("--latency", type=at_least(0, float), default=0.03, help="simulated round-trip latency in seconds")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # name the unknown flag under the subcommand's usage, not the top level's
+        sub.choices[args.command].unknown(extras)
     try:
         return int(args.func(args))
     except MdcoordError as err:

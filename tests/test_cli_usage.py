@@ -1,0 +1,57 @@
+"""What a newcomer trips on at the command line (issue 11.7): a typo'd flag, a bad value.
+In-process through ``main()`` (the same entry point as ``python -m``); one subprocess proves the
+module entry."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from mdcoord.__main__ import main
+from mdcoord.sim.__main__ import main as sim_main
+
+
+def _exit_code(argv: list[str], entry=main) -> int:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exited:
+        entry(argv)
+    return int(exited.value.code)  # type: ignore[arg-type]
+
+
+def test_a_typod_flag_is_named_with_a_suggestion_under_the_subcommands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _exit_code(["candles", "KRW-BTC", "1m", "--cuont", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m mdcoord candles")
+    assert err.splitlines()[-1] == "python -m mdcoord candles: error: unknown option --cuont (did you mean --count?)"
+    assert _exit_code(["--prot", "8080"], sim_main) == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("unknown option --prot (did you mean --port?)")
+    assert _exit_code(["candels", "KRW-BTC", "1m"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("did you mean 'candles'?")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    ["demo --latency -1", "demo --seed x", "demo --count 0", "sim --now notadate", "sim --port -5", "sim --seed x",
+     "sim --rate-limit -1"],
+)
+def test_a_bad_value_is_one_line_naming_the_flag(argv: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _exit_code(argv.split()) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: argument " + argv.split()[1] in err, err
+
+
+def test_a_taken_port_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert sim_main(["--port", str(taken.getsockname()[1])]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m mdcoord.sim: error: cannot serve on 127.0.0.1:") and err.count("\n") == 1
+
+
+def test_the_module_entry_gives_one_line_not_a_traceback() -> None:
+    out = subprocess.run([sys.executable, "-m", "mdcoord.sim", "--now", "notadate"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr

@@ -1,16 +1,19 @@
-"""What a newcomer trips on at the command line (issue 11.7): a typo'd flag, a bad value.
-In-process through ``main()`` (the same entry point as ``python -m``); one subprocess proves the
-module entry."""
+"""What a newcomer trips on at the command line (issue 11.7): an --out that cannot be written, a
+typo'd flag, a bad value. In-process through ``main()`` (the same entry point as ``python -m``),
+against the session exchange; one subprocess proves the module entry."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from mdcoord.__main__ import main
+from mdcoord.__main__ import _write, main
+from mdcoord.sim import Exchange
 from mdcoord.sim.__main__ import main as sim_main
 
 
@@ -18,6 +21,36 @@ def _exit_code(argv: list[str], entry=main) -> int:  # type: ignore[no-untyped-d
     with pytest.raises(SystemExit) as exited:
         entry(argv)
     return int(exited.value.code)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("out", ["/nonexistent/dir/x.csv", "{tmp}/x.txt", "{tmp}"])
+def test_an_out_that_cannot_be_written_fails_before_any_request(
+    out: str, ex: Exchange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = out.format(tmp=tmp_path)
+    code = main(["candles", "KRW-BTC", "1m", "--count", "5", "--out", out, "--base-url", ex.base_url, "--no-cache"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"error: --out {out!r}") and err.count("\n") == 1, err
+    assert ex.count() == 0
+
+
+def test_out_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "x.csv"
+    target.write_text("the previous dataset\n")
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("cannot format")
+
+        __repr__ = __str__
+
+    broken = pd.DataFrame({"a": range(5000), "b": [1] * 4999 + [Unprintable()]})  # fails mid-file
+    with pytest.raises(RuntimeError):
+        _write(broken, str(target))
+    assert target.read_text() == "the previous dataset\n"
+    _write(pd.DataFrame({"a": [1, 2]}), str(target))
+    assert pd.read_csv(target, index_col=0)["a"].tolist() == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["x.csv"]  # no temp file left behind
 
 
 def test_a_typod_flag_is_named_with_a_suggestion_under_the_subcommands_usage(capsys: pytest.CaptureFixture[str]) -> None:

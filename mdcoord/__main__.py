@@ -141,7 +141,7 @@ def _cache_cmd(args: argparse.Namespace) -> int:
     if args.action == "info":
         info = mdcoord.cache.info()
         print(f"cache directory: {mdcoord.cache.directory()}")
-        print(info if len(info) else "(empty)")
+        print(info.to_string() if len(info) else "(empty)")  # every column, however narrow the terminal
     else:
         removed = mdcoord.cache.clear(args.market, args.timeframe)
         print(f"removed {removed} partition file(s) from {mdcoord.cache.directory()}")

@@ -1,6 +1,6 @@
 """What a newcomer trips on at the command line (issue 11.7): an --out that cannot be written, a
-typo'd flag, a bad value. In-process through ``main()`` (the same entry point as ``python -m``),
-against the session exchange; one subprocess proves the module entry."""
+typo'd flag, a bad value, a narrow terminal. In-process through ``main()`` (the same entry point
+as ``python -m``), against the session exchange; one subprocess proves the module entry."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import mdcoord
 from mdcoord.__main__ import _write, main
 from mdcoord.sim import Exchange
 from mdcoord.sim.__main__ import main as sim_main
@@ -88,3 +89,13 @@ def test_the_module_entry_gives_one_line_not_a_traceback() -> None:
     out = subprocess.run([sys.executable, "-m", "mdcoord.sim", "--now", "notadate"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+
+
+def test_cache_info_prints_every_column(exchange: Exchange, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mdcoord.candles("KRW-BTC", "1h", count=5, base_url=exchange.base_url, cache=True, cache_dir=str(tmp_path))
+    with mdcoord.set_options(cache_dir=str(tmp_path)), pd.option_context("display.max_columns", 3, "display.width", 40):
+        assert main(["cache", "info"]) == 0  # as a narrow terminal would show it
+    out = capsys.readouterr().out
+    assert "..." not in out
+    for column in mdcoord.cache.info(tmp_path).reset_index().columns:
+        assert column in out

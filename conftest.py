@@ -75,7 +75,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     )
     message = (
         f"the test session changed the user's real mdcoord cache directory {real} "
-        f"(tests must use the sandbox in ${SANDBOX_ENV}): {', '.join(changed[:5]) or real}"
+        f"(tests must use the sandbox in ${SANDBOX_ENV}): {', '.join(changed[:5]) or real}; if no test of "
+        f"this session wrote there, another process did (e.g. a test session on code without this conftest)"
     )
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:

@@ -8,18 +8,31 @@
     python -m mdcoord sim --port 8080          # the embedded exchange
     python -m mdcoord demo                     # offline, end to end
 
-Errors print one line (``error: ...``) and exit 1.
+Errors print one line (``error: ...``) and exit 1; an ``--out`` file that cannot be written is one
+of them, found before anything is fetched. Bad usage exits 2: an unknown flag with this
+command's usage and the closest known flag, a bad value with one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 
 from ._exceptions import InvalidRequestError, MdcoordError
+from .sim._cli import Parser, at_least
+
+# --out FILE: the extensions we write, and how.
+_WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
+    ".parquet": lambda df, path: df.to_parquet(path),
+    ".csv": lambda df, path: df.to_csv(path),
+}
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -49,18 +62,37 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(out: str) -> None:
+    """Fail before any fetch if ``--out`` cannot be written: a known extension, in an existing,
+    writable directory, and not itself a directory."""
+    path = Path(out)
+    if path.suffix.lower() not in _WRITERS:
+        raise InvalidRequestError(f"--out {out!r}: use a .parquet or .csv file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise InvalidRequestError(f"--out {out!r}: the directory {str(parent)!r} does not exist")
+    if path.is_dir():
+        raise InvalidRequestError(f"--out {out!r} is a directory; name a file in it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidRequestError(f"--out {out!r}: no permission to write in {str(parent)!r}")
+
+
 def _write(df: pd.DataFrame, out: str | None) -> None:
-    """Save to .parquet / .csv (by extension), or show a summary when no file is given."""
+    """Save to .parquet / .csv (by extension), or show a summary when no file is given. The file
+    appears whole or not at all: a temp file in the same directory, then ``os.replace`` (an
+    existing file survives a failed write)."""
     if out is None:
         with pd.option_context("display.width", 140, "display.max_columns", 20):
             print(df)
         return
-    if out.endswith(".parquet"):
-        df.to_parquet(out)
-    elif out.endswith(".csv"):
-        df.to_csv(out)
-    else:
-        raise InvalidRequestError(f"--out {out!r}: use a .parquet or .csv file name")
+    path = Path(out)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        _WRITERS[path.suffix.lower()](df, tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
     print(f"wrote {len(df)} rows to {out}", file=sys.stderr)
 
 
@@ -109,7 +141,7 @@ def _cache_cmd(args: argparse.Namespace) -> int:
     if args.action == "info":
         info = mdcoord.cache.info()
         print(f"cache directory: {mdcoord.cache.directory()}")
-        print(info if len(info) else "(empty)")
+        print(info.to_string() if len(info) else "(empty)")  # every column, however narrow the terminal
     else:
         removed = mdcoord.cache.clear(args.market, args.timeframe)
         print(f"removed {removed} partition file(s) from {mdcoord.cache.directory()}")
@@ -121,9 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["sim"]:  # hand everything after `sim` (--help included) to the exchange's CLI
         from mdcoord.sim.__main__ import main as sim_main
 
-        sim_main(argv[1:])
-        return 0
-    parser = argparse.ArgumentParser(prog="python -m mdcoord", description="Upbit market data into files and frames.")
+        return sim_main(argv[1:])
+    parser = Parser(prog="python -m mdcoord", description="Upbit market data into files and frames.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def data_command(name: str, help_: str) -> argparse.ArgumentParser:
@@ -166,15 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="fetch candles from the embedded exchange, offline, and show them")
     demo.add_argument("--market", default="KRW-BTC")
     demo.add_argument("--timeframe", default="1m")
-    demo.add_argument("--count", type=int, default=1000)
-    demo.add_argument("--latency", type=float, default=0.03, help="simulated round-trip latency in seconds")
+    demo.add_argument("--count", type=at_least(1), default=1000)
+    demo.add_argument("--latency", type=at_least(0, float), default=0.03, help="simulated round-trip latency in seconds")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # name the unknown flag under the subcommand's usage, not the top level's
+        sub.choices[args.command].unknown(extras)
     try:
+        if getattr(args, "out", None) is not None:
+            _check_out(args.out)
         return int(args.func(args))
-    except MdcoordError as err:
+    except (MdcoordError, OSError) as err:  # OSError: writing --out failed (disk full...)
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

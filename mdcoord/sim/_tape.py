@@ -156,10 +156,32 @@ class Tape:
         return from_trades(self.ts, self.price, self.volume, bucket_ms)
 
 
-def _tape_draws(info: MarketInfo, path: PricePath, day: int, seed: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float] | None:
-    """The random part of a tape day: ``(counts per minute, uniforms, taker side, log price of
-    every trade before tick rounding, tick)``; None for a day without trades."""
+@dataclass(frozen=True, slots=True)
+class _TapeDraws:
+    """The random part of a tape day, before any trade is priced."""
+
+    counts: np.ndarray  # trades per minute
+    u: np.ndarray  # (3, n) float32: time jitter, bridge increments, side and size
+    a: float  # the day's opening and closing log anchors
+    b: float
+    w: np.ndarray  # the random walk of the bridge at each trade
+    w_total: float
+    tick: float
+    half_spread: float  # of the log price: bought trades print above the bridge, sold below
+
+    def log_price(self, k: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Log price of trades ``k`` (elementwise, so any subset equals the whole tape's)."""
+        n = self.w.shape[0]
+        # Brownian bridge a -> b in *trade time* (volatility follows activity, as on real
+        # markets): trade k sits at s = (k+1)/(n+1) of the day's variance.
+        s = np.arange(1, n + 1)[k] / (n + 1)
+        x = self.a + (self.b - self.a) * s + self.w[k] - s * self.w_total
+        x += np.where(self.u[2][k] < 0.5, self.half_spread, -self.half_spread)
+        return x
+
+
+def _tape_draws(info: MarketInfo, path: PricePath, day: int, seed: int) -> _TapeDraws | None:
+    """A tape day's draws; None for a day without trades."""
     i = day - path.day0
     if i < 0 or i >= path.days:
         return None
@@ -175,34 +197,28 @@ def _tape_draws(info: MarketInfo, path: PricePath, day: int, seed: int
         return None
     u = rng.random((3, n), dtype=np.float32)
     w_end = float(rng.random())
-    # Brownian bridge a -> b in *trade time* (volatility follows activity, as on real markets):
-    # trade k sits at s = (k+1)/(n+1) of the day's variance; increments are uniform, unit variance.
-    s = np.arange(1, n + 1) / (n + 1)
+    # Increments are uniform with unit variance.
     w = np.cumsum(u[1] - np.float32(0.5), dtype=np.float64) * (_SQRT12 * sig / np.sqrt(n + 1))
     w_total = w[-1] + (w_end - 0.5) * _SQRT12 * sig / np.sqrt(n + 1)
-    x = a + (b - a) * s + w - s * w_total
-    bid = u[2] < 0.5
     tick = path.tick(info.quote, day)
-    half_spread = 0.6 * tick / float(np.exp(a)) + 1e-4
-    x += np.where(bid, half_spread, -half_spread)
-    return counts, u, bid, x, tick
+    return _TapeDraws(counts, u, a, b, w, w_total, tick, 0.6 * tick / float(np.exp(a)) + 1e-4)
 
 
 def day_tape(info: MarketInfo, path: PricePath, day: int, seed: int) -> Tape:
     """The seconds-era trades of ``info`` on epoch day ``day`` (the whole day, ignoring now)."""
-    drawn = _tape_draws(info, path, day, seed)
-    if drawn is None:
+    d = _tape_draws(info, path, day, seed)
+    if d is None:
         e = np.empty(0)
         return Tape(e.astype(np.int64), e, e, e.astype(bool))
-    counts, u, bid, x, tick = drawn
-    n = x.shape[0]
+    n, counts, u = d.w.shape[0], d.counts, d.u
     minute = np.repeat(_M, counts)
     first = (np.cumsum(counts) - counts)[minute]
     step = (MS_PER_MINUTE / np.maximum(counts, 1))[minute]
     # A jittered grid inside the minute: ordered without sorting, and an even spread means a
     # liquid market really has a trade in almost every second.
     offset = minute * MS_PER_MINUTE + ((np.arange(n) - first + u[0]) * step).astype(np.int64)
-    price = round_to_tick(np.exp(x), tick)
+    bid = u[2] < 0.5
+    price = round_to_tick(np.exp(d.log_price()), d.tick)
     # Trade value: exponential around the market's mean (u[2] reused: the half ``bid`` ignores).
     size = np.log1p(-(2.0 * u[2] - ~bid).astype(np.float64)) * -info.trade_value
     volume = round_volume(size / price)
@@ -212,16 +228,22 @@ def day_tape(info: MarketInfo, path: PricePath, day: int, seed: int) -> Tape:
 def tape_extremes(info: MarketInfo, path: PricePath, day: int, seed: int) -> tuple[bool, float, float]:
     """``(traded, highest price, lowest price)`` of a whole tape day, without building the tape.
 
-    Equal to ``day_tape(...).price.max()`` / ``.min()``: tick rounding and ``exp`` are monotone,
-    so only the trades whose log price lies within 1e-6 of the extremes (a relative price
-    difference ~1e-6, far beyond any rounding) are priced; the rest cannot be the extreme.
+    Equal to ``day_tape(...).price.max()`` / ``.min()``. ``y`` = the bridge without its anchor
+    and bounce differs from the log price by ``a ± half_spread`` (up to rounding, ~1e-14), so a
+    trade more than ``2 * half_spread + 2e-6`` below the highest ``y`` lies more than 1e-6 below
+    the highest log price; ``exp`` and tick rounding are monotone (up to an ulp), so it cannot
+    print the highest price. Only the few trades near either extreme are priced, exactly.
     """
-    drawn = _tape_draws(info, path, day, seed)
-    if drawn is None:
+    d = _tape_draws(info, path, day, seed)
+    if d is None:
         return False, 0.0, 0.0
-    x, tick = drawn[3], drawn[4]
-    top, bottom = x[x >= x.max() - 1e-6], x[x <= x.min() + 1e-6]
-    return True, float(round_to_tick(np.exp(top), tick).max()), float(round_to_tick(np.exp(bottom), tick).min())
+    n = d.w.shape[0]
+    y = d.w + np.arange(1, n + 1) * (((d.b - d.a) - d.w_total) / (n + 1))
+    slack = 2 * d.half_spread + 2e-6
+    top, bottom = np.flatnonzero(y >= y.max() - slack), np.flatnonzero(y <= y.min() + slack)
+    high = round_to_tick(np.exp(d.log_price(top)), d.tick).max()
+    low = round_to_tick(np.exp(d.log_price(bottom)), d.tick).min()
+    return True, float(high), float(low)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,20 +317,22 @@ def block_bounds(info: MarketInfo, path: PricePath, block: int, seed: int, end_d
     A minute's high print is ``exp`` of (the higher bridge end + ``half``, the bid/ask bounce, +
     ``excursion * -log1p(-u[3])``), its low likewise with ``u[4]``; open and close lie within
     ``half`` of the bridge ends; all are tick-rounded (at most half a tick off, at least one
-    tick). Taking every minute (traded or not) and widening by a tick and a relative 1e-9 makes
-    these true bounds; they let the 52-week extremes skip most blocks of the minute era exactly.
+    tick). Taking the highest bridge end and the largest ``u`` of the day's minutes (traded or
+    not) and widening by a tick and a relative 1e-9 makes these true bounds; they let the 52-week extremes skip most blocks of the minute era exactly.
     """
     rng = _rng(seed, info.mid, _TAG_BLOCK, block)
     shape = (BLOCK_DAYS, _MINUTES)
-    idx, valid, x_start, x_end = _block_bridge(path, block, end_day, rng.random(shape))
+    idx, valid, _, x_end = _block_bridge(path, block, end_day, rng.random(shape))
     rng.bit_generator.advance(2 * BLOCK_DAYS * _MINUTES)  # skip u[1] and u[2] (one output per double)
-    u_high, u_low = rng.random((2, *shape))
-    level = np.exp(path.log_anchor[idx])
+    u_high, u_low = rng.random((2, *shape)).max(axis=2)  # the largest excursion of any minute
+    a = path.log_anchor[idx]
+    level = np.exp(a)
     ticks = np.array([tick_size(info.quote, float(p)) for p in level])
-    half = (0.6 * ticks / level + 1e-4)[:, None]
-    excursion = (path.sigma[idx] / np.sqrt(_MINUTES) * 0.5)[:, None]
-    top = (np.maximum(x_start, x_end) + half - np.log1p(-u_high) * excursion).max(axis=1)
-    bottom = (np.minimum(x_start, x_end) - half + np.log1p(-u_low) * excursion).min(axis=1)
+    half = 0.6 * ticks / level + 1e-4
+    excursion = path.sigma[idx] / np.sqrt(_MINUTES) * 0.5
+    # the minute's bridge ends: x_end, and for the first minute the day's anchor a
+    top = np.maximum(x_end.max(axis=1), a) + half - np.log1p(-u_high) * excursion
+    bottom = np.minimum(x_end.min(axis=1), a) - half + np.log1p(-u_low) * excursion
     top = np.exp(top) * (1 + 1e-9) + ticks
     bottom = np.exp(bottom) * (1 - 1e-9) - ticks
     return np.where(valid, top, -np.inf), np.where(valid, bottom, np.inf)

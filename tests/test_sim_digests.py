@@ -6,7 +6,7 @@ of issue 11.5 (``python tests/test_sim_digests.py`` prints them anew; only paste
 when a change of the data is intended and said so). Two configurations, both eras (minute
 and seconds), both 52-week windows that reach back past the seconds horizon, short histories
 (listed hours ago), thin and busy markets, BTC and USDT quotes, and ``/ticker/all`` of every
-quote currency (the 52-week statistics of all 310 markets).
+quote currency (the 52-week statistics of all 310 markets, in the first configuration).
 """
 
 from __future__ import annotations
@@ -53,9 +53,11 @@ def paths(name: str) -> list[str]:
         out += [f"/trades/ticks?market={m}&count=300&days_ago={d}" for d in range(1, 8)]
     joined = ",".join(ms)
     out += [f"/ticker?markets={joined}", f"/ticker?markets={ms[0]}",
-            "/ticker/all?quote_currencies=KRW,BTC,USDT", "/ticker/all?quote_currencies=USDT",
+            "/ticker/all?quote_currencies=USDT",
             f"/orderbook?markets={joined}", f"/orderbook?markets={ms[0]}&count=5",
             f"/orderbook?markets={ms[0]}&level=10000", f"/orderbook/instruments?markets={joined}"]
+    if name == "seed7":  # every market's 52 weeks, once (the test's slowest answer)
+        out.append("/ticker/all?quote_currencies=KRW,BTC,USDT")
     return out
 
 
@@ -83,7 +85,7 @@ def digests(name: str) -> dict[str, str]:
 def test_answers_are_unchanged(name: str) -> None:
     got = digests(name)
     want = PINNED[name]
-    assert list(got) == list(want)
+    assert sorted(got) == sorted(want)
     changed = [p for p in want if got[p] != want[p]]
     assert not changed, f"{len(changed)} answers changed, e.g. {changed[:5]}"
 
@@ -567,7 +569,6 @@ PINNED: dict[str, dict[str, str]] = {'seed7': {'/market/all': '5c8abcab5eebbf408
             '/trades/ticks?market=BTC-AAVE&count=300&days_ago=7': '27f63efbdcab3b10b23fec8dd2bdaab6925081dfd794ca855ed8fd7525a866f0',
             '/ticker?markets=KRW-ETH,KRW-HOHO,KRW-PIH,USDT-STX,USDT-ETC,BTC-AAVE': '05cce158b7d076c5a1b8a07f9125c52bfb9fe7d1c06bdd1c33b0229519f5428f',
             '/ticker?markets=KRW-ETH': '0b080df2bf30220075a2e836cac4a4101860060994772b62cc12d7e9f1716932',
-            '/ticker/all?quote_currencies=KRW,BTC,USDT': '9cd5f470faad2d6c20bfb68d2f1a10196e85457f83905e48943da0201d5395b5',
             '/ticker/all?quote_currencies=USDT': '317e698e20d3d8b44b2ce13246f87f7163ad61fbee437c9662136999532f2895',
             '/orderbook?markets=KRW-ETH,KRW-HOHO,KRW-PIH,USDT-STX,USDT-ETC,BTC-AAVE': '71e4e8fb66b37842ca0dbc9a20dfcef2fee17866689e5b03fb2e9bd40ad0f141',
             '/orderbook?markets=KRW-ETH&count=5': '238bf0b13552a11d2e72221c85729f56086bd19ac839cf7685cd956ddb25832b',

@@ -169,14 +169,16 @@ class _TapeDraws:
     tick: float
     half_spread: float  # of the log price: bought trades print above the bridge, sold below
 
-    def log_price(self, k: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Log price of trades ``k`` (elementwise, so any subset equals the whole tape's)."""
+    def log_price(self, k: np.ndarray | None = None) -> np.ndarray:
+        """Log price of every trade, or of the trades at indices ``k`` (elementwise, so a subset
+        equals the whole tape's)."""
         n = self.w.shape[0]
+        at = slice(None) if k is None else k
         # Brownian bridge a -> b in *trade time* (volatility follows activity, as on real
         # markets): trade k sits at s = (k+1)/(n+1) of the day's variance.
-        s = np.arange(1, n + 1)[k] / (n + 1)
-        x = self.a + (self.b - self.a) * s + self.w[k] - s * self.w_total
-        x += np.where(self.u[2][k] < 0.5, self.half_spread, -self.half_spread)
+        s = (np.arange(1, n + 1) if k is None else k + 1) / (n + 1)
+        x = self.a + (self.b - self.a) * s + self.w[at] - s * self.w_total
+        x += np.where(self.u[2][at] < 0.5, self.half_spread, -self.half_spread)
         return x
 
 

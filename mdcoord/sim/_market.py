@@ -254,9 +254,10 @@ class SyntheticMarket:
         """
         infos = [self._require(c) for c in codes]
         now = self.now_ms()
-        if len(infos) > 1:  # the tickers' heavy part (each market's 52 weeks) on every core
-            with ThreadPoolExecutor(min(len(infos), os.cpu_count() or 1)) as pool:
-                return list(pool.map(lambda info: self._ticker(info, now), infos))
+        cold = list({i.code: i for i in infos if (i.code, now) not in self._snapshots}.values())
+        if len(cold) > 1:  # first snapshots (each market's 52 weeks) on every core; cached below
+            with ThreadPoolExecutor(min(len(cold), os.cpu_count() or 1)) as pool:
+                list(pool.map(lambda info: self._ticker(info, now), cold))
         return [self._ticker(info, now) for info in infos]
 
     def orderbook(self, code: str, count: int = MAX_UNITS, level: float = 0) -> dict[str, Any] | None:

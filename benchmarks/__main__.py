@@ -6,7 +6,9 @@ Sections (each also runs alone, see its module):
    also mdcoord with concurrency 1, for the speed-up over sequential on the same job;
 2. ``rate``      — rate-limit efficiency of a 600-request candle job (bench_rate.py);
 3. ``snapshots`` — 189 tickers, 10 orderbooks, 5000 trades vs their bound (bench_snapshots.py);
-4. ``micro``     — aggregating 1,000,000 candles, JSON → frame, the cache load (bench_micro.py).
+4. ``micro``     — aggregating 1,000,000 candles, JSON → frame, the cache load (bench_micro.py);
+5. ``simcold``   — the embedded exchange's first answer per endpoint, a fresh process per run
+   (bench_sim_cold.py; no latency: it measures the simulator, not a client).
 
 All at injected latency 30, 150 and 300 ms against the embedded exchange on 127.0.0.1.
 ``--runs`` (default 3) runs of every short cell; the long, rate-limit-bound cells — the
@@ -29,10 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_compare, bench_micro, bench_rate, bench_snapshots
+from benchmarks import bench_compare, bench_micro, bench_rate, bench_sim_cold, bench_snapshots
 from benchmarks._common import LATENCIES, machine_info, ms
 
-SECTIONS = ("compare", "rate", "snapshots", "micro")
+SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = bench_rate.bench(long_runs, 11_800 if q else bench_rate.COUNT, list(LATENCIES), log=log)
         elif section == "snapshots":
             out = bench_snapshots.bench(runs, list(LATENCIES), 20 if q else 189, log=log)
+        elif section == "simcold":
+            out = bench_sim_cold.bench(runs, 3, ["market_all", "ticker_1", "trades_500"] if q else None, log=log)
         else:
             out = bench_micro.bench(runs if q else max(runs, 5), 100_000 if q else 1_000_000, cache=True)
         report["results"][section] = out
@@ -116,6 +120,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"(warm-up, untimed: {res['snapshots']['warm_up_s']} s)", "", bench_snapshots.table(res["snapshots"])]
     if "micro" in res:
         out += ["", "### Micro-benchmarks", "", bench_micro.table(res["micro"])]
+    if "simcold" in res:
+        out += ["", "### The embedded exchange, cold", "", bench_sim_cold.table(res["simcold"])]
     return "\n".join(out)
 
 

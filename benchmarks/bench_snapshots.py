@@ -9,8 +9,8 @@
 - Correctness against the exchange's model: tickers' ``trade_price`` per market, orderbooks'
   best bid and ask per market, and the 5000 trades' ``sequential_id`` set equal to the 5000
   newest of the tape.
-- **Warm-up**: the exchange builds 52 weeks of daily aggregates per market for its first
-  ``/ticker`` in a process (~20 s for 189 markets, cached process-wide, see docs/sim.md). That
+- **Warm-up**: the exchange finds 52-week extremes of daily candles per market for its first
+  ``/ticker`` in a process (~10 s of CPU for 189 markets, cached process-wide, see docs/sim.md). That
   is the simulator's cost, not a client's: one untimed ``tickers`` call on a throwaway exchange
   runs first, and its time is reported as ``warm_up_s``.
 

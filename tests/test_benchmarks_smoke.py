@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 
 from benchmarks import __main__ as run_all
-from benchmarks import bench_compare, bench_micro, bench_rate, bench_snapshots
+from benchmarks import bench_compare, bench_micro, bench_rate, bench_sim_cold, bench_snapshots
 
 
 def quiet(_: str) -> None:
@@ -27,6 +27,7 @@ def test_benchmark_sections_run_and_render() -> None:
             "snapshots": bench_snapshots.bench(1, [0.0], 3, log=quiet),
             "micro": {"aggregation": bench_micro.bench_aggregation(1, 10_000),
                       "json_to_frame": bench_micro.bench_json(1)},
+            "simcold": bench_sim_cold.bench(1, 1, ["market_all", "instruments_5"], log=quiet),
         },
     }
     for cell in report["results"]["compare"].values():
@@ -35,10 +36,11 @@ def test_benchmark_sections_run_and_render() -> None:
     assert next(iter(report["results"]["rate"].values()))["requests"] == 10
     assert all(c["verdicts"] == ["yes"] for c in report["results"]["snapshots"]["cells"].values())
     text = run_all.markdown(report)
-    for heading in ("mdcoord vs pyupbit vs ccxt", "Rate-limit efficiency", "Tickers, orderbooks", "Micro-benchmarks"):
+    for heading in ("mdcoord vs pyupbit vs ccxt", "Rate-limit efficiency", "Tickers, orderbooks", "Micro-benchmarks",
+                    "The embedded exchange, cold"):
         assert heading in text
 
 
-@pytest.mark.parametrize("module", [bench_compare, bench_rate, bench_snapshots, bench_micro, run_all])
+@pytest.mark.parametrize("module", [bench_compare, bench_rate, bench_snapshots, bench_micro, bench_sim_cold, run_all])
 def test_scripts_have_a_main(module: object) -> None:
     assert callable(module.main)

@@ -17,7 +17,9 @@ Caching (all bounded; generation is deterministic, so eviction costs time, never
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -30,7 +32,18 @@ from ._catalog import CAUTION_KEYS, DELISTED, MarketInfo, build_catalog
 from ._clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, Clock, dt_to_ms, format_date, format_naive, ms_to_dt
 from ._interval import Interval, Kind
 from ._orderbook import MAX_UNITS, build_book, instrument_row, level_multiple, orderbook_row
-from ._tape import BLOCK_DAYS, MinuteBlock, PricePath, Tape, build_path, day_tape, minute_block, round_to_tick
+from ._tape import (
+    BLOCK_DAYS,
+    MinuteBlock,
+    PricePath,
+    Tape,
+    block_bounds,
+    build_path,
+    day_tape,
+    minute_block,
+    round_to_tick,
+    tape_extremes,
+)
 from ._ticker import WEEKS_52_DAYS, Extremes, LastTrade, ticker_row
 from ._ticks import MAX_COUNT, RETENTION_DAYS, page_bounds, parse_time_of_day, tick_window
 from ._ticks import rows as tick_rows
@@ -241,6 +254,10 @@ class SyntheticMarket:
         """
         infos = [self._require(c) for c in codes]
         now = self.now_ms()
+        cold = list({i.code: i for i in infos if (i.code, now) not in self._snapshots}.values())
+        if len(cold) > 1:  # first snapshots (each market's 52 weeks) on every core; cached below
+            with ThreadPoolExecutor(min(len(cold), os.cpu_count() or 1)) as pool:
+                list(pool.map(lambda info: self._ticker(info, now), cold))
         return [self._ticker(info, now) for info in infos]
 
     def orderbook(self, code: str, count: int = MAX_UNITS, level: float = 0) -> dict[str, Any] | None:
@@ -377,9 +394,55 @@ class SyntheticMarket:
         """Extremes of the completed days of the 52-week window ending today (cached per day)."""
         key = (info.code, today)
         if key not in self._weeks52:
-            bars = self._day_bars(info, today - WEEKS_52_DAYS + 1, today, now)
-            self._weeks52[key] = Extremes.of(bars.start, bars.high, bars.low)
+            d0 = max(today - WEEKS_52_DAYS + 1, info.listing_ms // MS_PER_DAY)
+            if now % MS_PER_DAY == 0:  # now at midnight: yesterday is still read from its minutes
+                bars = self._day_bars(info, d0, today, now)
+                self._weeks52[key] = Extremes.of(bars.start, bars.high, bars.low)
+            else:
+                self._weeks52[key] = self._completed_extremes(info, d0, today, now)
         return self._weeks52[key]
+
+    def _completed_extremes(self, info: MarketInfo, d0: int, d1: int, now: int) -> Extremes | None:
+        """``Extremes`` of the completed days ``[d0, d1)`` with trades, exactly as over their day
+        candles, without building most of them.
+
+        Seconds-era days: each tape's highest and lowest price (``tape_extremes``: no tape is
+        built). Minute-era days: a cheap bound per day (``block_bounds``); days are built in
+        order of their bound, best first, until no bound can reach the best price found, so
+        only the few blocks near the extremes are generated. A skipped day's bound is strictly
+        worse than the answer, so it can be neither the extreme nor a tie (earliest day wins).
+        """
+        split = min(max(d0, self.horizon_day), d1)
+        tape = [(d, *self._tape_extremes(info, d)) for d in range(split, d1)]
+        tape = [t for t in tape if t[1]]
+        t_start = np.array([d * MS_PER_DAY for d, *_ in tape], np.int64)
+        t_high, t_low = np.array([t[2] for t in tape]), np.array([t[3] for t in tape])
+        exact: dict[int, Bars] = {}
+
+        def built(day: int) -> Bars:
+            if day not in exact:
+                exact[day] = self._day_bars(info, day, day + 1, now)
+            return exact[day]
+
+        if split > d0:
+            days = np.arange(d0, split)
+            blocks = range(d0 // BLOCK_DAYS, (split - 1) // BLOCK_DAYS + 1)
+            ub, lb = (np.concatenate(v)[d0 - blocks[0] * BLOCK_DAYS : split - blocks[0] * BLOCK_DAYS]
+                      for v in zip(*(self._block_bounds(info, b) for b in blocks)))
+            best_hi = float(t_high.max()) if len(tape) else -np.inf
+            for i in np.argsort(-ub, kind="stable"):
+                if ub[i] == -np.inf or ub[i] < best_hi:
+                    break
+                row = built(int(days[i]))
+                best_hi = max(best_hi, float(row.high[0])) if len(row) else best_hi
+            best_lo = float(t_low.min()) if len(tape) else np.inf
+            for i in np.argsort(lb, kind="stable"):
+                if lb[i] == np.inf or lb[i] > best_lo:
+                    break
+                row = built(int(days[i]))
+                best_lo = min(best_lo, float(row.low[0])) if len(row) else best_lo
+        minute = Bars.concat([exact[d] for d in sorted(exact)])
+        return Extremes.of(np.r_[minute.start, t_start], np.r_[minute.high, t_high], np.r_[minute.low, t_low])
 
     def _sums(self, info: MarketInfo, lo: int, hi: int) -> tuple[float, float]:
         """(quote value, base volume) of the trades in ``[lo, hi)`` (minute-exact before the tape)."""
@@ -431,6 +494,19 @@ class SyntheticMarket:
                 blk = minute_block(info, self._path(info), block, self.seed, self.horizon_day)
             return blk.day_bars()
         return _DAYS.get_or_make(("block-days", *self._key(info), block), make)
+
+    def _tape_extremes(self, info: MarketInfo, day: int) -> tuple[bool, float, float]:
+        """``tape_extremes`` of a whole tape day, cached process-wide."""
+        def make() -> tuple[np.ndarray, np.ndarray]:
+            has, high, low = tape_extremes(info, self._path(info), day, self.seed)
+            return np.array([has]), np.array([high, low])
+        has, hl = _DAYS.get_or_make(("tape-extremes", *self._key(info), day), make)
+        return bool(has[0]), float(hl[0]), float(hl[1])
+
+    def _block_bounds(self, info: MarketInfo, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """``block_bounds`` of a minute-era block, cached process-wide."""
+        return _DAYS.get_or_make(("block-bounds", *self._key(info), block),
+                                 lambda: block_bounds(info, self._path(info), block, self.seed, self.horizon_day))
 
     def _tape_day(self, info: MarketInfo, day: int) -> tuple[np.ndarray, Bars]:
         """The day aggregate of a whole tape day (``has``, one-row bars), cached process-wide."""

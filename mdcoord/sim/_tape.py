@@ -156,12 +156,37 @@ class Tape:
         return from_trades(self.ts, self.price, self.volume, bucket_ms)
 
 
-def day_tape(info: MarketInfo, path: PricePath, day: int, seed: int) -> Tape:
-    """The seconds-era trades of ``info`` on epoch day ``day`` (the whole day, ignoring now)."""
+@dataclass(frozen=True, slots=True)
+class _TapeDraws:
+    """The random part of a tape day, before any trade is priced."""
+
+    counts: np.ndarray  # trades per minute
+    u: np.ndarray  # (3, n) float32: time jitter, bridge increments, side and size
+    a: float  # the day's opening and closing log anchors
+    b: float
+    w: np.ndarray  # the random walk of the bridge at each trade
+    w_total: float
+    tick: float
+    half_spread: float  # of the log price: bought trades print above the bridge, sold below
+
+    def log_price(self, k: np.ndarray | None = None) -> np.ndarray:
+        """Log price of every trade, or of the trades at indices ``k`` (elementwise, so a subset
+        equals the whole tape's)."""
+        n = self.w.shape[0]
+        at = slice(None) if k is None else k
+        # Brownian bridge a -> b in *trade time* (volatility follows activity, as on real
+        # markets): trade k sits at s = (k+1)/(n+1) of the day's variance.
+        s = (np.arange(1, n + 1) if k is None else k + 1) / (n + 1)
+        x = self.a + (self.b - self.a) * s + self.w[at] - s * self.w_total
+        x += np.where(self.u[2][at] < 0.5, self.half_spread, -self.half_spread)
+        return x
+
+
+def _tape_draws(info: MarketInfo, path: PricePath, day: int, seed: int) -> _TapeDraws | None:
+    """A tape day's draws; None for a day without trades."""
     i = day - path.day0
     if i < 0 or i >= path.days:
-        e = np.empty(0)
-        return Tape(e.astype(np.int64), e, e, e.astype(bool))
+        return None
     rng = _rng(seed, info.mid, _TAG_TAPE, day)
     a, b = float(path.log_anchor[i]), float(path.log_anchor[i + 1])
     sig = float(path.sigma[i])
@@ -171,30 +196,56 @@ def day_tape(info: MarketInfo, path: PricePath, day: int, seed: int) -> Tape:
         counts[: (info.listing_ms - day_ms + MS_PER_MINUTE - 1) // MS_PER_MINUTE] = 0
     n = int(counts.sum())
     if n == 0:
-        return day_tape(info, path, -1, seed)
+        return None
     u = rng.random((3, n), dtype=np.float32)
     w_end = float(rng.random())
+    # Increments are uniform with unit variance.
+    w = np.cumsum(u[1] - np.float32(0.5), dtype=np.float64) * (_SQRT12 * sig / np.sqrt(n + 1))
+    w_total = w[-1] + (w_end - 0.5) * _SQRT12 * sig / np.sqrt(n + 1)
+    tick = path.tick(info.quote, day)
+    return _TapeDraws(counts, u, a, b, w, w_total, tick, 0.6 * tick / float(np.exp(a)) + 1e-4)
+
+
+def day_tape(info: MarketInfo, path: PricePath, day: int, seed: int) -> Tape:
+    """The seconds-era trades of ``info`` on epoch day ``day`` (the whole day, ignoring now)."""
+    d = _tape_draws(info, path, day, seed)
+    if d is None:
+        e = np.empty(0)
+        return Tape(e.astype(np.int64), e, e, e.astype(bool))
+    n, counts, u = d.w.shape[0], d.counts, d.u
     minute = np.repeat(_M, counts)
     first = (np.cumsum(counts) - counts)[minute]
     step = (MS_PER_MINUTE / np.maximum(counts, 1))[minute]
     # A jittered grid inside the minute: ordered without sorting, and an even spread means a
     # liquid market really has a trade in almost every second.
     offset = minute * MS_PER_MINUTE + ((np.arange(n) - first + u[0]) * step).astype(np.int64)
-    # Brownian bridge a -> b in *trade time* (volatility follows activity, as on real markets):
-    # trade k sits at s = (k+1)/(n+1) of the day's variance; increments are uniform, unit variance.
-    s = np.arange(1, n + 1) / (n + 1)
-    w = np.cumsum(u[1] - np.float32(0.5), dtype=np.float64) * (_SQRT12 * sig / np.sqrt(n + 1))
-    w_total = w[-1] + (w_end - 0.5) * _SQRT12 * sig / np.sqrt(n + 1)
-    x = a + (b - a) * s + w - s * w_total
     bid = u[2] < 0.5
-    tick = path.tick(info.quote, day)
-    half_spread = 0.6 * tick / float(np.exp(a)) + 1e-4
-    x += np.where(bid, half_spread, -half_spread)
-    price = round_to_tick(np.exp(x), tick)
+    price = round_to_tick(np.exp(d.log_price()), d.tick)
     # Trade value: exponential around the market's mean (u[2] reused: the half ``bid`` ignores).
     size = np.log1p(-(2.0 * u[2] - ~bid).astype(np.float64)) * -info.trade_value
     volume = round_volume(size / price)
-    return Tape(day_ms + offset, price, volume, bid)
+    return Tape(day * MS_PER_DAY + offset, price, volume, bid)
+
+
+def tape_extremes(info: MarketInfo, path: PricePath, day: int, seed: int) -> tuple[bool, float, float]:
+    """``(traded, highest price, lowest price)`` of a whole tape day, without building the tape.
+
+    Equal to ``day_tape(...).price.max()`` / ``.min()``. ``y`` = the bridge without its anchor
+    and bounce differs from the log price by ``a ± half_spread`` (up to rounding, ~1e-14), so a
+    trade more than ``2 * half_spread + 2e-6`` below the highest ``y`` lies more than 1e-6 below
+    the highest log price; ``exp`` and tick rounding are monotone (up to an ulp), so it cannot
+    print the highest price. Only the few trades near either extreme are priced, exactly.
+    """
+    d = _tape_draws(info, path, day, seed)
+    if d is None:
+        return False, 0.0, 0.0
+    n = d.w.shape[0]
+    y = d.w + np.arange(1, n + 1) * (((d.b - d.a) - d.w_total) / (n + 1))
+    slack = 2 * d.half_spread + 2e-6
+    top, bottom = np.flatnonzero(y >= y.max() - slack), np.flatnonzero(y <= y.min() + slack)
+    high = round_to_tick(np.exp(d.log_price(top)), d.tick).max()
+    low = round_to_tick(np.exp(d.log_price(bottom)), d.tick).min()
+    return True, float(high), float(low)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +295,51 @@ class MinuteBlock:
         return any_, bars
 
 
+def _block_bridge(path: PricePath, block: int, end_day: int, u0: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A block's log-price bridge from its first uniforms: ``(path index, valid, x_start, x_end)``
+    per (day, minute); a day is valid when it is listed and before ``end_day``."""
+    days = block * BLOCK_DAYS + np.arange(BLOCK_DAYS)
+    idx = np.clip(days - path.day0, 0, path.days - 1)
+    valid = (days >= path.day0) & (days < min(end_day, path.day0 + path.days))
+    a = path.log_anchor[idx][:, None]
+    b = path.log_anchor[idx + 1][:, None]
+    sig = path.sigma[idx][:, None]
+    k = np.arange(1, _MINUTES + 1) / _MINUTES
+    w = np.cumsum(u0 - 0.5, axis=1) * (_SQRT12 * sig / np.sqrt(_MINUTES))
+    x_end = a + (b - a) * k + w - k * w[:, -1:]  # the bridge at the end of each minute
+    x_start = np.concatenate([a, x_end[:, :-1]], axis=1)
+    return idx, valid, x_start, x_end
+
+
+def block_bounds(info: MarketInfo, path: PricePath, block: int, seed: int, end_day: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per day of a minute block, a bound above its highest and below its lowest price (-inf and
+    +inf for days that cannot trade), from three of the block's thirteen rows of draws.
+
+    A minute's high print is ``exp`` of (the higher bridge end + ``half``, the bid/ask bounce, +
+    ``excursion * -log1p(-u[3])``), its low likewise with ``u[4]``; open and close lie within
+    ``half`` of the bridge ends; all are tick-rounded (at most half a tick off, at least one
+    tick). Taking the highest bridge end and the largest ``u`` of the day's minutes (traded or
+    not) and widening by a tick and a relative 1e-9 makes these true bounds; they let the 52-week extremes skip most blocks of the minute era exactly.
+    """
+    rng = _rng(seed, info.mid, _TAG_BLOCK, block)
+    shape = (BLOCK_DAYS, _MINUTES)
+    idx, valid, _, x_end = _block_bridge(path, block, end_day, rng.random(shape))
+    rng.bit_generator.advance(2 * BLOCK_DAYS * _MINUTES)  # skip u[1] and u[2] (one output per double)
+    u_high, u_low = rng.random((2, *shape)).max(axis=2)  # the largest excursion of any minute
+    a = path.log_anchor[idx]
+    level = np.exp(a)
+    ticks = np.array([tick_size(info.quote, float(p)) for p in level])
+    half = 0.6 * ticks / level + 1e-4
+    excursion = path.sigma[idx] / np.sqrt(_MINUTES) * 0.5
+    # the minute's bridge ends: x_end, and for the first minute the day's anchor a
+    top = np.maximum(x_end.max(axis=1), a) + half - np.log1p(-u_high) * excursion
+    bottom = np.minimum(x_end.min(axis=1), a) - half + np.log1p(-u_low) * excursion
+    top = np.exp(top) * (1 + 1e-9) + ticks
+    bottom = np.exp(bottom) * (1 - 1e-9) - ticks
+    return np.where(valid, top, -np.inf), np.where(valid, bottom, np.inf)
+
+
 def minute_block(info: MarketInfo, path: PricePath, block: int, seed: int, end_day: int) -> MinuteBlock:
     """Minute tables of days ``[block*16, block*16+16)``; days at or after ``end_day`` are empty.
 
@@ -254,19 +350,13 @@ def minute_block(info: MarketInfo, path: PricePath, block: int, seed: int, end_d
     nd = BLOCK_DAYS
     day0 = block * nd
     days = day0 + np.arange(nd)
-    idx = np.clip(days - path.day0, 0, path.days - 1)
-    valid = (days >= path.day0) & (days < min(end_day, path.day0 + path.days))
     rng = _rng(seed, info.mid, _TAG_BLOCK, block)
     u = rng.random((13, nd, _MINUTES))
+    idx, valid, x_start, x_end = _block_bridge(path, block, end_day, u[0])
     mu = info.rate_per_min * path.activity[idx][:, None] * PROFILE
     p_any = -np.expm1(-mu)
     a = path.log_anchor[idx][:, None]
-    b = path.log_anchor[idx + 1][:, None]
     sig = path.sigma[idx][:, None]
-    k = np.arange(1, _MINUTES + 1) / _MINUTES
-    w = np.cumsum(u[0] - 0.5, axis=1) * (_SQRT12 * sig / np.sqrt(_MINUTES))
-    x_end = a + (b - a) * k + w - k * w[:, -1:]  # the bridge at the end of each minute
-    x_start = np.concatenate([a, x_end[:, :-1]], axis=1)
     minute_ms = days[:, None] * MS_PER_DAY + _M[None, :] * MS_PER_MINUTE
     has = (u[12] < p_any) & valid[:, None] & (minute_ms >= info.listing_ms)
 

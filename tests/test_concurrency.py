@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import selectors
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
 import mdcoord
 from mdcoord import InvalidRequestError
-from mdcoord._concurrency import ConcurrencyGate, LoopLagMonitor
+from mdcoord._concurrency import INITIAL, ConcurrencyGate, LoopLagMonitor
+from mdcoord._groups import Group
 from mdcoord._limiter import AUTO_MARGIN_MIN, AUTO_MARGIN_START, SlidingWindowLimiter
+from mdcoord._runtime import get_runtime
 from mdcoord.sim import Exchange, SimConfig
 
 from .conftest import NOW
@@ -144,33 +148,74 @@ def test_growth_wakes_waiters() -> None:
 
 
 # -- the loop-lag monitor --------------------------------------------------------------------------
+# The monitor reads the loop's clock, so on a loop of virtual time it sees exactly the lag a test
+# makes: none while the loop is quiet, however busy the machine is, and the full length of the
+# work a test says it does on the loop.
+T = TypeVar("T")
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on virtual time: waiting for a timer takes no real time (the clock jumps to
+    it), and :meth:`work` stands for CPU-bound work that holds the loop for ``seconds``."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        super().__init__(_JumpingSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+    def work(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is not None and timeout > 0:  # the loop would sleep until its next timer
+            self._loop.now += timeout
+            timeout = 0
+        return super().select(timeout)
+
+
+def run_virtual(main: Callable[[VirtualTimeLoop], Coroutine[Any, Any, T]]) -> T:
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        loop = runner.get_loop()
+        assert isinstance(loop, VirtualTimeLoop)
+        return runner.run(main(loop))
+
+
 def test_a_blocked_loop_counts_as_a_stall() -> None:
     stalls: list[float] = []
 
-    async def main() -> LoopLagMonitor:
+    async def main(loop: VirtualTimeLoop) -> LoopLagMonitor:
         mon = LoopLagMonitor(stalls.append, tick=0.01, stall=0.1, idle=1.0)
         mon.touch()
         await asyncio.sleep(0.05)
-        time.sleep(0.3)  # CPU-bound work on the loop
+        loop.work(0.3)  # CPU-bound work on the loop
         await asyncio.sleep(0.05)
         await mon.stop()
         return mon
 
-    mon = asyncio.run(main())
-    assert mon.stalls >= 1 and stalls and stalls[0] >= 0.2
-    assert mon.max_lag >= 0.2
+    mon = run_virtual(main)
+    # one stall, as long as the work less at most the tick the monitor had slept of it
+    assert mon.stalls == 1 and len(stalls) == 1
+    assert 0.3 - 0.01 - 1e-9 <= stalls[0] <= 0.3 + 1e-9 and mon.max_lag == stalls[0]
 
 
-def test_a_quiet_loop_has_no_stall() -> None:
-    async def main() -> LoopLagMonitor:
+def test_a_quiet_loop_has_no_stall_and_the_monitor_ends_when_idle() -> None:
+    async def main(loop: VirtualTimeLoop) -> LoopLagMonitor:
         mon = LoopLagMonitor(lambda lag: None, tick=0.01, stall=0.1, idle=1.0)
         mon.touch()
-        await asyncio.sleep(0.2)
-        await mon.stop()
+        await asyncio.sleep(5.0)  # virtual: no time at all
         return mon
 
-    mon = asyncio.run(main())
-    assert mon.stalls == 0 and len(mon.lags) >= 5
+    mon = run_virtual(main)
+    assert mon.stalls == 0 and mon.max_lag < 1e-9
+    assert 99 <= len(mon.lags) <= 101  # it ticked every 10 ms for its idle second, then ended
 
 
 # -- the auto margin ---------------------------------------------------------------------------------
@@ -193,19 +238,21 @@ def test_a_fixed_margin_is_not_touched() -> None:
 
 
 # -- end to end -----------------------------------------------------------------------------------------
-def _run_candles(latency: float, concurrency: object, pages: int = 40) -> tuple[dict, int, int]:
-    with Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=latency, jitter=0.003)) as ex:
-        df = mdcoord.candles("KRW-BTC", "1m", count=pages * 200 - 1, base_url=ex.base_url, concurrency=concurrency)
-        return df.attrs["mdcoord"], ex.count(status=429), ex.max_in_window("candles", 1.0)
-
-
 def test_auto_concurrency_rises_with_latency_and_one_stays_sequential() -> None:
-    meta_auto, n429, peak = _run_candles(0.5, "auto")
-    assert n429 == 0 and peak <= 10
-    # 10/s at 0.5 s needs ~5 in flight; the auto gate provides more than its initial 4
-    assert meta_auto["parallel_requests"] >= 6
-    meta_one, n429, _ = _run_candles(0.05, 1, pages=5)
-    assert n429 == 0 and meta_one["parallel_requests"] == 1
+    with Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=0.5, jitter=0.003)) as ex:
+        meta = mdcoord.candles("KRW-BTC", "1m", count=15 * 200 - 1, base_url=ex.base_url).attrs["mdcoord"]
+        assert ex.count(status=429) == 0 and ex.max_in_window("candles", 1.0) <= 10
+        gate = get_runtime().client(ex.base_url).gate(Group.CANDLES)
+    # Every answer took at least the exchange's 0.5 s (a busy machine only adds to it), so the
+    # gate asks for ceil(10/s x 0.5 s x 1.5) + 1 = 9 in flight: 10/s at 0.5 s needs ~5.
+    assert gate.target() is not None and gate.target() >= 9  # type: ignore[operator]
+    # It grew towards that by one per answer, so more than its initial 4 went at once — unless
+    # the machine stalled mdcoord's loop meanwhile: a stall shrinks the gate and holds its growth
+    # by design (a saturated machine must not be asked for more).
+    assert meta["parallel_requests"] >= INITIAL + 2 or gate.shrinks > 0
+    with Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=0.05, jitter=0.003)) as ex:
+        meta = mdcoord.candles("KRW-BTC", "1m", count=5 * 200 - 1, base_url=ex.base_url, concurrency=1).attrs["mdcoord"]
+        assert ex.count(status=429) == 0 and meta["parallel_requests"] == 1
 
 
 def test_concurrency_option_is_checked() -> None:

@@ -1,10 +1,15 @@
 """Interrupts in the middle of a long download (issue 7, item 2): Ctrl-C (a Jupyter "interrupt
 kernel" is the same KeyboardInterrupt in the main thread) and task cancellation.
 
-Each must stop all traffic within a second — measured on the exchange's own request log, whose
-arrival times share this process's monotonic clock — leave no task running on mdcoord's loop
-and no connection checked out of its session, keep what was completed in the cache, and the same
-call afterwards must resume where it stopped and give the uninterrupted result.
+Each must stop all traffic at once, leave no task running on mdcoord's loop and no connection
+checked out of its session, keep what was completed in the cache, and the same call afterwards
+must resume where it stopped and give the uninterrupted result.
+
+Nothing here depends on timing (``tests/holds.py``): the exchange answers ``k`` requests and then
+holds every later one, so with a fixed concurrency ``c`` the call rests with exactly ``k`` answers
+and ``c`` requests on the wire; the interrupt comes then. "Stopped" is an exact count on the
+exchange's log — the ``c`` held requests were abandoned (their connections closed) and not one
+request more arrived — instead of "nothing within a second".
 
 Earlier, coarser versions: ``tests/test_client.py::test_ctrl_c_stops_all_traffic_promptly`` and
 ``test_cancelling_the_async_call_stops_traffic``, ``tests/test_stream.py::test_breaking_out_stops_the_traffic``.
@@ -12,114 +17,55 @@ Earlier, coarser versions: ``tests/test_client.py::test_ctrl_c_stops_all_traffic
 
 from __future__ import annotations
 
-import _thread
 import asyncio
-import gc
 import math
-import threading
-import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pandas as pd
 import pytest
 
 import mdcoord
 from mdcoord._config import source_name
-from mdcoord._runtime import get_runtime
 from mdcoord._store import CandleStore
 from mdcoord._timeframe import Timeframe
 from mdcoord.sim import Exchange, SimConfig
 
 from .conftest import NOW, assert_same_candles, truth
+from .holds import Interrupter, assert_stopped, cancel_when_held, hold_after
 
 MARKETS = ["KRW-BTC", "KRW-ETH"]
 START, END = "2026-10-01T00:00:00Z", "2026-10-03T00:00:00Z"  # 2880 slots a market: 15 pieces each
 SLOTS = 2880
 SEGMENT = 600  # slots: 3 pieces a market, 6 requests a segment
-# The issue's bound: after the interrupt, the exchange sees nothing more within a second.
-STOP_BOUND_S = 1.0
 
 
 @pytest.fixture
 def slow_ex() -> Iterator[Exchange]:
-    """50 ms round trips: requests are on the wire when the interrupt comes."""
+    """50 ms round trips, and a client that already knows the exchange's clock (no head)."""
     with Exchange(SimConfig(seed=7, now=NOW, frozen=True, latency=0.05, jitter=0.01)) as ex:
         mdcoord.candles("KRW-BTC", "1m", count=1, base_url=ex.base_url)  # the clock is known
         ex.clear_log()
         yield ex
 
 
-def _interrupt_main_at(delay: float, stamp: list[float]) -> threading.Timer:
-    def fire() -> None:
-        stamp.append(time.monotonic())
-        _thread.interrupt_main()
-
-    timer = threading.Timer(delay, fire)
-    timer.start()
-    return timer
-
-
-def assert_quiet_after(ex: Exchange, t_stop: float) -> None:
-    """Nothing arrives at the exchange later than STOP_BOUND_S after ``t_stop`` — also later on."""
-    time.sleep(STOP_BOUND_S + 0.2)
-    late = [round(r.arrival - t_stop, 3) for r in ex.log if r.arrival > t_stop + STOP_BOUND_S]
-    assert late == [], f"requests arrived {late} s after the interrupt"
-
-
-def assert_nothing_left_running() -> None:
-    """No task of a call is left on mdcoord's loop (the loop-lag monitor, which ends itself after
-    5 s without requests, is the only task allowed), and no connection is checked out."""
-
-    async def tasks() -> list[str]:
-        me = asyncio.current_task()
-        return [t.get_name() for t in asyncio.all_tasks() if t is not me and not t.done()]
-
-    left = asyncio.run_coroutine_threadsafe(tasks(), get_runtime().loop).result(5)
-    assert [n for n in left if n != "mdcoord-loop-lag"] == []
-    gc.collect()
-    sessions = [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed]
-    assert all(len(s.connector._acquired) == 0 for s in sessions if s.connector is not None)  # type: ignore[attr-defined]
-
-
-def cancel_after(ex: Exchange, coro: Coroutine[Any, Any, Any], answers: int,
-                 until: Callable[[], bool] = lambda: True) -> float:
-    """Run ``coro`` as a task, cancel it once the exchange has answered ``answers`` requests and
-    ``until()`` holds; returns the moment of the cancellation."""
-
-    async def main() -> float:
-        task = asyncio.create_task(coro)
-        while ex.count(status=200) < answers or not until():
-            await asyncio.sleep(0.01)
-        t_stop = time.monotonic()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return t_stop
-
-    return asyncio.run(main())
-
-
 def _pieces(slots: int) -> int:
     return math.ceil(slots / 200)
 
 
-def test_ctrl_c_mid_download_stops_within_a_second_keeps_segments_and_resumes(slow_ex: Exchange, tmp_path: Path) -> None:
+def test_ctrl_c_mid_download_stops_at_once_keeps_segments_and_resumes(slow_ex: Exchange, tmp_path: Path) -> None:
     ex = slow_ex
-    stamp: list[float] = []
-    timer = _interrupt_main_at(1.0, stamp)
-    with pytest.raises(KeyboardInterrupt):
-        mdcoord.download(MARKETS, "1m", start=START, end=END, segment_size=SEGMENT, base_url=ex.base_url,
-                         cache=True, cache_dir=str(tmp_path))  # ~3 s of work
-    timer.join()
-    assert_quiet_after(ex, stamp[0])
-    assert_nothing_left_running()
-    first_ok = ex.count(status=200)
-    assert 5 <= first_ok < 2 * _pieces(SLOTS)  # interrupted in the middle
+    kw = dict(segment_size=SEGMENT, prefetch=0, concurrency=2, base_url=ex.base_url, cache=True,
+              cache_dir=str(tmp_path))
+    # one segment at a time, two pieces in flight: Ctrl-C comes with the first segment done, two
+    # pieces of the second answered and two on the wire
+    hold_after(ex, 8, "candles")
+    with Interrupter(ex, answers=8, in_flight=2), pytest.raises(KeyboardInterrupt):
+        mdcoord.download(MARKETS, "1m", start=START, end=END, **kw)
+    assert_stopped(ex, answers=8, in_flight=2)
 
-    # what was completed is in the cache, whole and correct
+    # every answered piece is in the cache, whole and correct: the first segment and the two
+    # pieces of the second
     info = mdcoord.cache.info(tmp_path)
     assert len(info) and info["rows"].min() >= SEGMENT
     store = CandleStore(tmp_path, source_name(ex.base_url))
@@ -128,19 +74,18 @@ def test_ctrl_c_mid_download_stops_within_a_second_keeps_segments_and_resumes(sl
     have = 0
     for m in MARKETS:
         frame, coverage = store.load(m, tf, lo, hi)
-        if frame is None:
-            continue
+        assert frame is not None
         have += len(frame)
         part = frame.drop(columns="market").set_index("time")
         assert part.index.is_unique
         assert_same_candles(part, truth(ex, m, "1m", START, END).loc[part.index])
         assert sum(b - a for a, b in coverage) == len(part)  # 1m BTC/ETH: a candle in every proven slot
-    assert have >= SEGMENT * len(MARKETS)
+    assert have == 8 * 200
 
     # the same call again resumes: it asks only for what is not cached
+    ex.faults.clear()
     ex.clear_log()
-    summary = mdcoord.download(MARKETS, "1m", start=START, end=END, segment_size=SEGMENT, base_url=ex.base_url,
-                               cache=True, cache_dir=str(tmp_path))
+    summary = mdcoord.download(MARKETS, "1m", start=START, end=END, **kw)
     assert summary["rows"].tolist() == [SLOTS, SLOTS]
     needed = 2 * _pieces(SLOTS)
     assert summary.attrs["mdcoord"]["requests_sent"] <= needed - (have // 200) + 2 * len(MARKETS)
@@ -157,15 +102,18 @@ def test_cancelling_an_async_stream_keeps_segments_and_resumes(slow_ex: Exchange
     got: list[pd.DataFrame] = []
 
     async def consume() -> None:
-        async for seg in mdcoord.aiter_candles(MARKETS, "1m", start=START, end=END, segment_size=SEGMENT,
-                                               base_url=ex.base_url, cache=True, cache_dir=str(tmp_path)):
+        async for seg in mdcoord.aiter_candles(MARKETS, "1m", start=START, end=END, segment_size=SEGMENT, prefetch=0,
+                                               concurrency=2, base_url=ex.base_url, cache=True,
+                                               cache_dir=str(tmp_path)):
             got.append(seg)
 
-    t_stop = cancel_after(ex, consume(), 12, until=lambda: len(got) >= 1)  # one segment in hand, more on the wire
-    assert_quiet_after(ex, t_stop)
-    assert_nothing_left_running()
-    assert 1 <= len(got) < math.ceil(SLOTS / SEGMENT)
+    # the first segment in hand; the second started as it was yielded: two answered, two on the wire
+    hold_after(ex, 8, "candles")
+    cancel_when_held(ex, consume(), answers=8, in_flight=2, until=lambda: len(got) >= 1)
+    assert_stopped(ex, answers=8, in_flight=2)
+    assert len(got) == 1
     seen = pd.concat(got)
+    ex.faults.clear()
     ex.clear_log()
     whole = pd.concat(list(mdcoord.iter_candles(MARKETS, "1m", start=START, end=END, segment_size=SEGMENT,
                                                 base_url=ex.base_url, cache=True, cache_dir=str(tmp_path))))
@@ -178,27 +126,31 @@ def test_cancelling_an_async_stream_keeps_segments_and_resumes(slow_ex: Exchange
 
 
 @pytest.mark.parametrize("data_type", ["candles", "trades"])
-def test_cancelling_a_call_stops_within_a_second_and_the_call_then_completes(
+def test_cancelling_a_call_stops_at_once_and_the_call_then_completes(
     slow_ex: Exchange, tmp_path: Path, data_type: str
 ) -> None:
     """``acandles`` / ``atrades`` cancelled while its pieces are in flight; the same call afterwards
     gives the uninterrupted result."""
     ex = slow_ex
     if data_type == "candles":
+        group, answers, in_flight = "candles", 6, 3  # of 30 pieces
+
         def make():  # type: ignore[no-untyped-def]
             return mdcoord.acandles(MARKETS, "1m", start=START, end=END, base_url=ex.base_url, cache=True,
-                                    cache_dir=str(tmp_path))
+                                    cache_dir=str(tmp_path), concurrency=in_flight)
     else:
+        group, answers, in_flight = "crix-trades", 4, 2  # of about 30 pages
         start = pd.Timestamp(NOW).floor("D") - pd.Timedelta(days=2)
         end = start + pd.Timedelta(hours=2)
 
         def make():  # type: ignore[no-untyped-def]
             return mdcoord.atrades(MARKETS, start=start, end=end, base_url=ex.base_url, cache=True,
-                                   cache_dir=str(tmp_path))
+                                   cache_dir=str(tmp_path), concurrency=in_flight)
 
-    t_stop = cancel_after(ex, make(), 6)  # well into it
-    assert_quiet_after(ex, t_stop)
-    assert_nothing_left_running()
+    hold_after(ex, answers, group)
+    cancel_when_held(ex, make(), answers, in_flight)
+    assert_stopped(ex, answers, in_flight)
+    ex.faults.clear()
 
     async def again() -> pd.DataFrame:
         return await make()
@@ -216,13 +168,9 @@ def test_cancelling_a_call_stops_within_a_second_and_the_call_then_completes(
 
 def test_ctrl_c_in_a_sync_trades_call(slow_ex: Exchange) -> None:
     ex = slow_ex
-    stamp: list[float] = []
     start = pd.Timestamp(NOW).floor("D") - pd.Timedelta(days=3)
-    timer = _interrupt_main_at(1.0, stamp)
-    with pytest.raises(KeyboardInterrupt):
+    hold_after(ex, 5, "crix-trades")
+    with Interrupter(ex, answers=5, in_flight=3), pytest.raises(KeyboardInterrupt):
         mdcoord.trades(["KRW-BTC", "KRW-ETH", "KRW-XRP"], start=start, end=start + pd.Timedelta(days=2),
-                       base_url=ex.base_url)  # hundreds of pages
-    timer.join()
-    assert_quiet_after(ex, stamp[0])
-    assert_nothing_left_running()
-    assert ex.count(status=200) >= 3
+                       base_url=ex.base_url, concurrency=3)  # hundreds of pages
+    assert_stopped(ex, answers=5, in_flight=3)

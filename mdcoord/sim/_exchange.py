@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -153,6 +155,27 @@ class Exchange:
     def max_in_window(self, group: str, window: float = 1.0, statuses: Any = None) -> int:
         """Most arrivals of ``group`` within any ``window`` seconds (what the limiter sees)."""
         return self._log.max_in_window(group, window, statuses)
+
+    @property
+    def in_progress(self) -> int:
+        """Requests being handled now: received and not yet answered, dropped, or abandoned by
+        the client (a held ``slow`` fault ends early when the client closes its connection)."""
+        return self._server.in_progress
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "the condition") -> None:
+        """Block until ``predicate()`` holds (polled every few ms); :class:`TimeoutError` naming
+        ``what`` if it does not within ``timeout`` seconds.
+
+        For tests that wait for something to happen at the exchange instead of sleeping for a
+        guessed time; the timeout is generous, so only a hung test reaches it. ::
+
+            ex.wait_for(lambda: ex.count(status=200) >= 6, what="six answers")
+        """
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{what} did not hold within {timeout:g} s")
+            time.sleep(0.005)
 
     def clear_log(self) -> None:
         self._log.clear()

@@ -13,8 +13,10 @@ from typing import Any
 class RequestRecord:
     """One request as the server saw it (after the uplink delay).
 
-    ``arrival`` is ``time.monotonic()`` at admission, ``wall`` the UTC wall clock. ``group`` is
-    the rate-limit group (``origin`` when an Origin header was sent; None for unknown paths).
+    ``arrival`` is the ``time.monotonic()`` moment the simulated network delivered it (its
+    receipt plus the uplink delay drawn for it; the limiter judges it at that moment), ``wall``
+    the same moment on the UTC clock. ``group`` is the rate-limit group (``origin`` when an
+    Origin header was sent; None for unknown paths).
     ``status`` is None when the connection was dropped. ``fault`` names the injected fault, if
     any. ``rows`` is the number of rows of a successful JSON array answer. ``peer`` is the
     client's ``(host, port)``: which connection, and so which client process, sent it.

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -90,6 +90,9 @@ class Server:
         self.config, self.market, self.limiter, self.faults, self.log = config, market, limiter, faults, log
         self._net = random.Random(config.net_seed if config.net_seed is not None else config.seed + 1_000_003)
         self._pool: ThreadPoolExecutor | None = None
+        #: Requests being handled now: received, not yet answered, dropped or abandoned by the
+        #: client (a held ``slow`` answer counts until it is sent or its connection closes).
+        self.in_progress = 0
 
     def close(self) -> None:
         if self._pool is not None:
@@ -112,10 +115,22 @@ class Server:
         return max(0.0, c.latency / 2 + self._net.uniform(-c.jitter, c.jitter))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        up = self._delay()
-        if up:
-            await asyncio.sleep(up)
-        arrival, wall = time.monotonic(), datetime.now(UTC)
+        self.in_progress += 1  # only this loop's thread writes it
+        try:
+            return await self._handle(request)
+        finally:
+            self.in_progress -= 1
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # The arrival is when the simulated network delivers the request: its receipt plus the
+        # uplink delay drawn for it, not whenever this loop wakes from that sleep. A busy machine
+        # wakes it late, and those lags (tens to hundreds of ms) would bunch arrivals the client
+        # never bunched. Timers fire in deadline order, so requests are still admitted in the
+        # order of their arrival stamps.
+        arrival = time.monotonic() + self._delay()
+        if arrival > time.monotonic():
+            await asyncio.sleep(arrival - time.monotonic())
+        wall = datetime.now(UTC) - timedelta(seconds=time.monotonic() - arrival)
         params = request.query
         query = {k: ",".join(params.getall(k)) for k in params}  # for the log: repeats joined
         route = self._route(request.method, request.path)

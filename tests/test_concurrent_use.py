@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing as mp
-import os
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from mdcoord._config import source_name
 from mdcoord._store import read_partition
 from mdcoord.sim import Exchange
 
+from .checkpoints import local_ports
 from .conftest import NOW, assert_same_candles, truth
 
 MARKETS = ["KRW-BTC", "KRW-ETH"]
@@ -143,25 +143,6 @@ def _child(base_url: str, cache_dir: str, out: str, shift: int) -> None:
     deadline = time.monotonic() + 60
     while not (Path(out) / "release").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-
-
-def local_ports(pid: int) -> set[int]:
-    """The local TCP ports of the sockets process ``pid`` has open (Linux: /proc)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
 
 
 def most_in_any_second(arrivals: list[float]) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -156,6 +158,40 @@ class Exchange:
 
     def clear_log(self) -> None:
         self._log.clear()
+
+    # ------------------------------------------------------ events, for tests
+    @property
+    def in_flight(self) -> int:
+        """Requests the server has begun handling and not yet answered (or dropped)."""
+        return self._server.in_flight
+
+    def open_peers(self) -> set[tuple[str, int]]:
+        """The clients' ``(host, port)`` of every connection the server still holds open. A
+        connection a client has closed stays here until the server has read all it was sent."""
+        loop, runner = self._loop, self._runner
+        if loop is None or runner is None or runner.server is None:
+            return set()
+        handlers = runner.server
+
+        async def peers() -> set[tuple[str, int]]:
+            found = set()
+            for handler in handlers.connections:
+                peer = handler.transport.get_extra_info("peername") if handler.transport is not None else None
+                if peer:
+                    found.add((str(peer[0]), int(peer[1])))
+            return found
+
+        return asyncio.run_coroutine_threadsafe(peers(), loop).result(timeout=30)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
+        """Block until ``predicate()`` (e.g. on :attr:`log`) holds; False if ``timeout`` passed
+        first. Tests synchronise on what the exchange saw, never on how long something takes."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def reset_rate_limits(self) -> None:
         """Forget arrivals and lift any ban."""

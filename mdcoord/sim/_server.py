@@ -90,6 +90,9 @@ class Server:
         self.config, self.market, self.limiter, self.faults, self.log = config, market, limiter, faults, log
         self._net = random.Random(config.net_seed if config.net_seed is not None else config.seed + 1_000_003)
         self._pool: ThreadPoolExecutor | None = None
+        #: Requests whose handler has begun and not yet ended (uplink delay and slow faults
+        #: included): 0, with no connection left to read, means every request sent so far is logged.
+        self.in_flight = 0
 
     def close(self) -> None:
         if self._pool is not None:
@@ -112,6 +115,13 @@ class Server:
         return max(0.0, c.latency / 2 + self._net.uniform(-c.jitter, c.jitter))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1  # only the server's loop touches it
+        try:
+            return await self._handle(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         up = self._delay()
         if up:
             await asyncio.sleep(up)

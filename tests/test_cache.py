@@ -93,7 +93,7 @@ def test_forming_candle_is_never_stored_and_updates_fetch_only_what_is_new(tmp_p
         cached, coverage = store.load("KRW-BTC", Timeframe.S1, slot - 1000, slot + 1000)
         assert cached is not None and forming not in set(cached["time"])
         assert max(b for _, b in coverage) <= Timeframe.S1.slot_of(forming)
-        time.sleep(2.2)
+        time.sleep(2.2)  # the subject: the live clock moves on (a slower machine only adds seconds)
         ex.clear_log()
         b = _candles(ex, tmp_path, "KRW-BTC", "1s", count=1000)
         assert len(b) == 1000

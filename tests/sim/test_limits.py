@@ -89,7 +89,8 @@ def test_latency_is_applied() -> None:
         get(ex.base_url, "/market/all")
         t = time.perf_counter()
         get(ex.base_url, "/market/all")
-        assert 0.15 <= time.perf_counter() - t < 1.0
+        # at least the latency less twice the jitter; no upper bound: a loaded machine adds to it
+        assert time.perf_counter() - t >= 0.2 - 2 * 0.02
 
 
 def test_quotation_groups_are_independent(limited: Exchange) -> None:

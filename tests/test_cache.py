@@ -17,8 +17,7 @@ from mdcoord._timeframe import Timeframe
 from mdcoord.sim import Exchange, SimConfig
 
 from .checkpoints import kill_at_request, kill_mid_write
-from .conftest import NOW, assert_same_candles, truth
-from .test_concurrent_use import JITTER
+from .conftest import NOW, RIG_JITTER, assert_same_candles, truth
 
 START, END = "2026-11-10T00:00:00Z", "2026-11-12T00:00:00Z"  # 2880 one-minute slots, 15 pieces
 
@@ -166,7 +165,7 @@ def _fill(base_url: str, cache_dir: str, start: str, end: str) -> int:
     df = mdcoord.candles(
         "KRW-BTC", "1m", start=start, end=end, base_url=base_url, cache=True, cache_dir=cache_dir,
         rate_limit=4, progress=False,  # two processes share one IP's 10/s budget
-        rate_margin=JITTER,  # the exchange's stamps jitter on a loaded machine (see test_concurrent_use)
+        rate_margin=RIG_JITTER,  # (conftest.py; a spawned process does not inherit set_options)
     )
     return len(df)
 

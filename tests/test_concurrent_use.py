@@ -29,7 +29,7 @@ from mdcoord._store import read_partition
 from mdcoord.sim import Exchange
 
 from .checkpoints import local_ports
-from .conftest import NOW, assert_same_candles, truth
+from .conftest import NOW, RIG_JITTER, assert_same_candles, truth
 
 MARKETS = ["KRW-BTC", "KRW-ETH"]
 # overlapping 1-minute ranges of one day: [00, 12), [06, 18), [03, 09), and [00, 12) again
@@ -37,15 +37,6 @@ CANDLE_RANGES = [("00:00", "12:00"), ("06:00", "18:00"), ("03:00", "09:00"), ("0
 DAY = "2026-11-12"
 TRADE_DAY = (pd.Timestamp(NOW).floor("D") - pd.Timedelta(days=2)).strftime("%Y-%m-%d")
 TRADE_RANGES = [("10:00", "10:40"), ("10:20", "11:00"), ("10:00", "11:00")]
-
-
-# The exchange stamps arrivals on a thread of this process, which shares the GIL with the
-# clients' threads and two cores with everything else: on a loaded machine a stamp can be late by
-# tens of milliseconds, and two requests that left 1.03 s apart are stamped 0.98 s apart — a
-# jittery network, as far as a client can tell. The margin for that is the client's rate_margin;
-# its widest automatic value absorbs the rig's jitter here (the measured one settles at 30 ms on
-# a link this fast). What is asserted stays "at most N in any second by the exchange's clock".
-JITTER = 0.25
 
 
 def _span(day: str, a: str, b: str) -> tuple[str, str]:
@@ -90,7 +81,7 @@ def test_threads_and_tasks_fetching_overlapping_ranges(ex: Exchange, tmp_path: P
     trade ranges, and three async tasks on one loop, all at once through one cache directory."""
     results: dict[str, pd.DataFrame] = {}
     errors: list[BaseException] = []
-    kw = dict(base_url=ex.base_url, cache=True, cache_dir=str(tmp_path), rate_margin=JITTER)
+    kw = dict(base_url=ex.base_url, cache=True, cache_dir=str(tmp_path))
 
     def run(key: str, fn) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -137,7 +128,7 @@ def _child(base_url: str, cache_dir: str, out: str, shift: int, report: Connecti
     budget; writes what it got for the parent to check, and reports its own figures and the local
     ports of its connections (after every call: a connection that idles long is closed) on ``report``."""
     mdcoord.set_options(progress=False, cache=True, cache_dir=cache_dir, base_url=base_url, rate_limit=3,
-                        rate_margin=JITTER)
+                        rate_margin=RIG_JITTER)  # (conftest.py: a child does not inherit set_options)
     got, ports = {}, set()
     order = CANDLE_RANGES[shift:] + CANDLE_RANGES[:shift]
     for a, b in order[:2]:

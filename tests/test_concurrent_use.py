@@ -13,11 +13,11 @@ four processes writing one partition), ``tests/test_client.py::test_sync_and_asy
 from __future__ import annotations
 
 import asyncio
-import json
-import multiprocessing as mp
 import os
+import multiprocessing as mp
 import threading
-import time
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pandas as pd
@@ -28,7 +28,8 @@ from mdcoord._config import source_name
 from mdcoord._store import read_partition
 from mdcoord.sim import Exchange
 
-from .conftest import NOW, assert_same_candles, truth
+from .checkpoints import local_ports
+from .conftest import NOW, RIG_JITTER, assert_same_candles, truth
 
 MARKETS = ["KRW-BTC", "KRW-ETH"]
 # overlapping 1-minute ranges of one day: [00, 12), [06, 18), [03, 09), and [00, 12) again
@@ -122,46 +123,36 @@ def test_threads_and_tasks_fetching_overlapping_ranges(ex: Exchange, tmp_path: P
     assert ex.count(status=429) == 0 and ex.count(status=418) == 0
 
 
-def _child(base_url: str, cache_dir: str, out: str, shift: int) -> None:
+def _child(base_url: str, cache_dir: str, out: str, shift: int, report: Connection, release: Event) -> None:
     """One process: overlapping candle and trade ranges (rotated by ``shift``), at a third of the
-    budget; writes what it got and its own figures for the parent to check."""
-    mdcoord.set_options(progress=False, cache=True, cache_dir=cache_dir, base_url=base_url, rate_limit=3)
-    got = {}
+    budget; writes what it got for the parent to check, and reports its own figures and the local
+    ports of its connections (after every call: a connection that idles long is closed) on ``report``."""
+    mdcoord.set_options(progress=False, cache=True, cache_dir=cache_dir, base_url=base_url, rate_limit=3,
+                        rate_margin=RIG_JITTER)  # (conftest.py: a child does not inherit set_options)
+    got, ports = {}, set()
     order = CANDLE_RANGES[shift:] + CANDLE_RANGES[:shift]
     for a, b in order[:2]:
         s, e = _span(DAY, a, b)
         got[f"candles {a} {b}"] = mdcoord.candles(MARKETS, "1m", start=s, end=e).reset_index()
+        ports |= local_ports(os.getpid())
     a, b = TRADE_RANGES[shift % len(TRADE_RANGES)]
     got[f"trades {a} {b}"] = mdcoord.trades("KRW-ETH", start=_span(TRADE_DAY, a, b)[0],
                                             end=_span(TRADE_DAY, a, b)[1]).reset_index()
+    ports |= local_ports(os.getpid())
     for key, frame in got.items():
         frame.to_parquet(Path(out) / f"{key.replace(' ', '_').replace(':', '')}.parquet")
     m = mdcoord.metrics()
-    (Path(out) / "metrics.json").write_text(json.dumps({"429": int(m["429"].sum()), "418": int(m["418"].sum())}))
-    # keep the connections open until the parent has seen which ones are ours
-    (Path(out) / "done").touch()
-    deadline = time.monotonic() + 60
-    while not (Path(out) / "release").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    report.send({"429": int(m["429"].sum()), "418": int(m["418"].sum()), "ports": ports})
+    release.wait(300)  # keep the connections open until the parent has seen which ones are ours
 
 
-def local_ports(pid: int) -> set[int]:
-    """The local TCP ports of the sockets process ``pid`` has open (Linux: /proc)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+def _report(conn: Connection, proc: mp.process.BaseProcess) -> dict:  # type: ignore[type-arg]
+    """What a child sent when it finished its work (however long that took)."""
+    try:
+        return conn.recv()  # type: ignore[no-any-return]
+    except EOFError:
+        proc.join(5)
+        raise AssertionError(f"a child died without reporting (exit code {proc.exitcode})") from None
 
 
 def most_in_any_second(arrivals: list[float]) -> int:
@@ -177,26 +168,27 @@ def test_three_processes_sharing_one_ip_budget(ex: Exchange, tmp_path: Path) -> 
     """Three processes, each at ``rate_limit=3``, fetch overlapping candle and trade ranges of the
     same markets into one cache at once: every result is exact, the cache holds nothing twice,
     the exchange — which sees one IP — never counts more than 10 in a second of a group, and,
-    telling the processes apart by their connections, never more than 3 of any one process."""
-    time.sleep(1.1)  # the children's limiters know nothing of this process's last second
+    telling the processes apart by their connections, never more than 3 of any one process —
+    all by the exchange's own timestamps. Nothing asks the processes to reach a rate: on a loaded
+    machine they may be slower, never faster."""
+    ex.reset_rate_limits()  # the children's limiters know nothing of this process's last second
     ex.clear_log()
     cache = tmp_path / "cache"
     outs = [tmp_path / f"out{i}" for i in range(3)]
     ctx = mp.get_context("spawn")
-    procs = []
+    release = ctx.Event()
+    procs, reports = [], []
     for i, out in enumerate(outs):
         out.mkdir()
-        procs.append(ctx.Process(target=_child, args=(ex.base_url, str(cache), str(out), i)))
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + 120
-    while not all((out / "done").exists() for out in outs) and time.monotonic() < deadline:
-        assert all(p.is_alive() or p.exitcode == 0 for p in procs)
-        time.sleep(0.05)
+        mine, theirs = ctx.Pipe(duplex=False)
+        procs.append(ctx.Process(target=_child, args=(ex.base_url, str(cache), str(out), i, theirs, release)))
+        procs[-1].start()
+        theirs.close()  # (so a child that dies is an EOFError here, not a wait)
+        reports.append(mine)
+    figures = [_report(r, p) for r, p in zip(reports, procs)]  # waits for each child's end of work
     # which connection belongs to which process: each child's requests as the exchange saw them
-    ports = [local_ports(p.pid) for p in procs]  # type: ignore[arg-type]
-    for out in outs:
-        (out / "release").touch()
+    ports = [f["ports"] | local_ports(p.pid) for f, p in zip(figures, procs)]  # type: ignore[arg-type]
+    release.set()
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
@@ -207,9 +199,8 @@ def test_three_processes_sharing_one_ip_budget(ex: Exchange, tmp_path: Path) -> 
         for group in ("candles", "crix-trades"):
             arrivals = [r.arrival for r in log if r.group == group and r.peer is not None and r.peer[1] in mine]
             assert arrivals and most_in_any_second(arrivals) <= 3  # each process kept to its rate_limit=3
-    for out in outs:
-        figures = json.loads((out / "metrics.json").read_text())
-        assert figures == {"429": 0, "418": 0}  # each process saw no 429 and no 418
+    for out, mine in zip(outs, figures):
+        assert (mine["429"], mine["418"]) == (0, 0)  # each process saw no 429 and no 418
         for path in sorted(out.glob("*.parquet")):
             kind, a, b = path.stem.split("_")
             a, b = f"{a[:2]}:{a[2:]}", f"{b[:2]}:{b[2:]}"

@@ -13,6 +13,7 @@ from mdcoord._stream import plan_segments
 from mdcoord._timeframe import Timeframe
 from mdcoord.sim import Exchange
 
+from .checkpoints import wait_quiet
 from .conftest import assert_same_candles, truth
 
 START, END = "2026-11-01T00:00:00Z", "2026-11-04T00:00:00Z"  # 4320 one-minute slots
@@ -62,11 +63,11 @@ def test_breaking_out_stops_the_traffic(ex: Exchange) -> None:
     first = next(it)
     assert len(first) == 2000
     it.close()  # a `break` does this
+    wait_quiet(ex)  # what was on the wire when it closed is in the log
     sent = ex.count()
-    import time
-
-    time.sleep(1.0)
-    assert ex.count() == sent
+    # nothing more comes: a prefetch left running would send within a second (10 a second)
+    with pytest.raises(TimeoutError):  # nothing more reaches the exchange
+        ex.wait_for(lambda: ex.count() > sent, timeout=1.0, what=f"a request after the break: {ex.log[sent:]}")
     assert sent <= 3 * 10 + 2  # at most the current and the prefetched segment were asked for
 
 

@@ -180,6 +180,25 @@ class Exchange:
     def clear_log(self) -> None:
         self._log.clear()
 
+    # ------------------------------------------------------ events, for tests
+    def open_peers(self) -> set[tuple[str, int]]:
+        """The clients' ``(host, port)`` of every connection the server still holds open. A
+        connection a client has closed stays here until the server has read all it was sent."""
+        loop, runner = self._loop, self._runner
+        if loop is None or runner is None or runner.server is None:
+            return set()
+        handlers = runner.server
+
+        async def peers() -> set[tuple[str, int]]:
+            found = set()
+            for handler in handlers.connections:
+                peer = handler.transport.get_extra_info("peername") if handler.transport is not None else None
+                if peer:
+                    found.add((str(peer[0]), int(peer[1])))
+            return found
+
+        return asyncio.run_coroutine_threadsafe(peers(), loop).result(timeout=30)
+
     def reset_rate_limits(self) -> None:
         """Forget arrivals and lift any ban."""
         self._limiter.reset()

@@ -28,8 +28,9 @@ class Reply:
         return json.loads(self.body)
 
 
-def get(base_url: str, path: str, headers: dict[str, str] | None = None, timeout: float = 10.0) -> Reply:
-    """One GET; HTTP errors are returned, not raised. ``path`` is appended to the base URL."""
+def get(base_url: str, path: str, headers: dict[str, str] | None = None, timeout: float = 300.0) -> Reply:
+    """One GET; HTTP errors are returned, not raised. ``path`` is appended to the base URL. The
+    timeout only ends a hang: a cold ``/ticker/all`` builds seconds of history, more on a busy machine."""
     req = urllib.request.Request(base_url + path, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:

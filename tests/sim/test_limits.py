@@ -89,7 +89,8 @@ def test_latency_is_applied() -> None:
         get(ex.base_url, "/market/all")
         t = time.perf_counter()
         get(ex.base_url, "/market/all")
-        assert 0.15 <= time.perf_counter() - t < 1.0
+        # at least the latency less twice the jitter; no upper bound: a loaded machine adds to it
+        assert time.perf_counter() - t >= 0.2 - 2 * 0.02
 
 
 def test_quotation_groups_are_independent(limited: Exchange) -> None:
@@ -101,6 +102,7 @@ def test_quotation_groups_are_independent(limited: Exchange) -> None:
     assert get(limited.base_url, "/orderbook/instruments?markets=KRW-BTC").headers["Remaining-Req"].startswith(
         "group=orderbook;")
     limited.reset_rate_limits()  # the cold ticker/all may have taken longer than a second
+    limited.clear_log()  # (the log would still hold the crix-trades request above)
     replies = [get(limited.base_url, paths["crix-trades"]) for _ in range(11)]
     assert [r.status for r in replies] == [200] * 10 + [429]
     assert get(limited.base_url, paths["ticker"]).status == 200  # other groups unaffected

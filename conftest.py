@@ -25,6 +25,7 @@ SANDBOX_ENV = "MDCOORD_TEST_SANDBOX"  # where the session's directories live (te
 # Each variable names a directory something in the library or the notebook stack writes to.
 _SANDBOXED = {
     CACHE_DIR_ENV: "mdcoord-cache",  # mdcoord's cache (mdcoord._config.resolve_cache_dir)
+    "MDCOORD_BUDGET_DIR": "mdcoord-budget",  # the machine's rate budget (mdcoord._budget)
     "XDG_CACHE_HOME": "xdg-cache",  # platformdirs' user cache dir: the default when the above is unset
     "IPYTHONDIR": "ipython",  # IPython's profile and history (nbval's kernels)
     "MPLCONFIGDIR": "matplotlib",  # matplotlib's font cache (df.mdc.plot)

@@ -13,12 +13,14 @@ Why it is safe when processes die (SIGKILL at any point):
 * The file is only read and written under ``fcntl.flock``; the kernel drops a dead process's
   lock at once, so a process killed while holding it blocks nobody.
 * A grant is written as a *reservation* (``PENDING``, with the owner's pid) before the request
-  leaves, and turned into a send time (``SENT``) by :meth:`FileRing.mark_sending` just before
-  the request's bytes are written. A reservation counts as "now" while its owner lives (it may
-  send at any moment). A dead owner's reservation never sent (the send is always marked before
-  it happens), so it counts for nothing; and a live owner's is dropped after ``LEASE_S``
-  (a request that waited that long for a connection re-acquires). A killed process can thus
-  hold a slot for at most one window, and never makes the others exceed the limit.
+  leaves, and turned into a send time (``SENT``) by :meth:`FileRing.mark_sending` the moment
+  aiohttp reports the request's headers written (the client's ``on_sent``; an attempt that ends
+  without it is marked then, as sent, the way the in-process limiter counts it). A reservation
+  counts as "now" while its owner lives (it may send at any moment); a dead owner's counts for
+  nothing (it died before its request was reported on the wire: only the microseconds between
+  writing the headers and that report are not covered); a live owner's is dropped after
+  ``LEASE_S``, and a send marked later is counted anew. A killed process thus holds a slot for
+  at most one window.
 * Times are ``CLOCK_MONOTONIC`` nanoseconds: one clock for every process of the host, immune
   to wall-clock steps.
 

@@ -29,6 +29,7 @@ from ._config import Options, source_name
 from ._exceptions import IPBlockedError, MdcoordError, RateLimitError, ResponseFormatError
 from ._groups import Group, group_for
 from ._guard import BlockGuard
+from ._budget import Reservation
 from ._limiter import Permit, SlidingWindowLimiter
 from ._metrics import METRICS
 from ._pacing import Pacing
@@ -144,11 +145,19 @@ class Client:
         self.guard.check()
         waited_before = limiter.waited
         permit = await limiter.acquire()
+        try:
+            machine_before = self.pacing.machine_waited
+            reservation = await self.pacing.reserve(group, limiter, options)
+            stats.limiter_wait_s += self.pacing.machine_waited - machine_before
+        except BaseException:
+            limiter.mark_sent(permit)
+            raise
         stats.limiter_wait_s += limiter.waited - waited_before
         try:
             self.guard.check()  # a 418 may have arrived while we waited
         except IPBlockedError:
             limiter.mark_sent(permit)  # settle the permit: a pending one would hold its slot forever
+            self.pacing.unsent(group, reservation)
             raise
         stats.requests += 1
         self.pacing.lag.touch()
@@ -156,7 +165,7 @@ class Client:
         outcome: str | None = None  # None: cancelled, or a bug; counted as an attempt only
         latency: float | None = None
         try:
-            data = await self._exchange(path, params, group, limiter, permit, options, stats)
+            data = await self._exchange(path, params, group, limiter, permit, reservation, options, stats)
             if parse is not None:
                 data = _parsed(parse, data, url=self.base_url + path, params=params, group=group.value)
             outcome = "ok"
@@ -190,6 +199,7 @@ class Client:
         group: Group,
         limiter: SlidingWindowLimiter,
         permit: Permit,
+        reservation: Reservation | None,
         options: Options,
         stats: CallStats,
     ) -> Any:
@@ -200,8 +210,10 @@ class Client:
         def on_sent() -> None:
             if permit.pending:
                 limiter.mark_sent(permit)
+                self.pacing.sending(group, reservation)
             else:  # a resend by aiohttp itself: count it against the budget too
                 limiter.record_send()
+                self.pacing.sending(group, reservation)  # (an already marked one is counted anew)
                 stats.requests += 1
 
         try:
@@ -210,6 +222,8 @@ class Client:
                 group=group.value,
             )
         finally:
+            if permit.pending:  # not known to have left (no connection, cancelled): counted as
+                self.pacing.sending(group, reservation)  # sent now, as the limiter counts it
             limiter.mark_sent(permit)
 
         self.server_clock.observe(answer.headers.get("Date"))

@@ -45,6 +45,10 @@ class Options:
     - ``rate_limit``: requests per second per rate-limit group (Upbit: 10).
     - ``rate_margin``: seconds added to the 1-second window to absorb network jitter; ``"auto"``
       (default) measures it from the spread of round trips (30-250 ms, 50 ms to begin with).
+    - ``rate_budget``: whose budget ``rate_limit`` is. ``"process"`` (default, for now): this
+      process's own. ``"machine"``: one sliding window per (exchange, group) shared by every
+      mdcoord process of this machine through a small file (``$MDCOORD_BUDGET_DIR``), as Upbit
+      counts per IP; a process killed at any point holds its slots for at most one window.
     - ``progress``: True/False forces the progress bar; None shows it where a person watches.
     - ``on_error``: "raise" (default) raises :class:`IncompleteDataError` when pieces fail after
       retries; "partial" returns what arrived with the failures listed in ``attrs``.
@@ -66,6 +70,7 @@ class Options:
     connect_timeout: float = 5.0
     rate_limit: int = 10
     rate_margin: float | str = "auto"
+    rate_budget: str = "process"
     progress: bool | None = None
     on_error: str = "raise"
     cache: bool = True
@@ -100,6 +105,8 @@ class Options:
             or not 0 <= self.rate_margin <= 1
         ):
             raise InvalidRequestError(f"rate_margin must be 'auto' or seconds in [0, 1], got {self.rate_margin!r}")
+        if self.rate_budget not in ("process", "machine"):
+            raise InvalidRequestError(f"rate_budget must be 'process' or 'machine', got {self.rate_budget!r}")
         if self.progress not in (None, True, False):
             raise InvalidRequestError(f"progress must be True, False or None, got {self.progress!r}")
         if self.on_error not in ("raise", "partial"):

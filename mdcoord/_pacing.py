@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from ._budget import FileRing, Reservation, default_budget_dir
 from ._concurrency import ConcurrencyGate, LoopLagMonitor
 from ._config import Options
 from ._groups import Group
@@ -40,6 +41,9 @@ class Pacing:
         self._sleep = sleep
         self._limiters: dict[Group, SlidingWindowLimiter] = {}
         self._gates: dict[Group, ConcurrencyGate] = {}
+        self._rings: dict[Group, FileRing] = {}
+        #: Seconds spent waiting for the machine's budget (slots taken by other processes).
+        self.machine_waited = 0.0
         #: Watches the event loop while requests are underway; a stall shrinks every gate.
         self.lag = LoopLagMonitor(self._on_stall)
         METRICS.watch_lag(source, self.lag)
@@ -69,6 +73,31 @@ class Pacing:
             gate.rate = options.rate_limit
         return gate
 
+    async def reserve(self, group: Group, limiter: SlidingWindowLimiter, options: Options) -> Reservation | None:
+        """With ``rate_budget="machine"``, wait for a slot of the machine's window for ``group``
+        (after this process's own limiter granted one) and reserve it; None otherwise."""
+        if options.rate_budget != "machine":
+            return None
+        ring = self._rings.get(group)
+        if ring is None:
+            ring = self._rings[group] = FileRing(default_budget_dir(), self._source, group.value)
+        while True:
+            wait, res = ring.try_acquire(limiter.allowed, limiter.span)
+            if res is not None:
+                return res
+            self.machine_waited += wait
+            await self._sleep(wait)
+
+    def sending(self, group: Group, res: Reservation | None) -> None:
+        """The request of ``res`` is on the wire: its reservation becomes a send."""
+        if res is not None:
+            self._rings[group].mark_sending(res)
+
+    def unsent(self, group: Group, res: Reservation | None) -> None:
+        """The request of ``res`` never left: give its reservation back."""
+        if res is not None:
+            self._rings[group].release(res)
+
     def existing_gate(self, group: Group) -> ConcurrencyGate | None:
         """The group's gate if a call made one (fixed-concurrency calls never do)."""
         return self._gates.get(group)
@@ -81,3 +110,5 @@ class Pacing:
 
     async def close(self) -> None:
         await self.lag.stop()
+        for ring in self._rings.values():
+            ring.close()

@@ -184,3 +184,43 @@ def test_a_process_killed_after_sending_is_counted_for_one_window(tmp_path) -> N
     ring = FileRing(tmp_path, "127.0.0.1", "candles")
     wait, res = ring.try_acquire(10, 1.0)
     assert res is None and 0 < wait <= 1.0  # its sends count, and for no longer than a window
+
+
+# ---------------------------------------------------------------- through the public API
+CHILD = """
+import sys, mdcoord
+market, start, end, base_url = sys.argv[1:5]
+sys.stdin.readline()  # released together with the others
+df = mdcoord.candles(market, "1m", start=start, end=end, base_url=base_url, rate_budget="machine",
+                     rate_margin=float(sys.argv[5]), cache=False, progress=False)
+print(len(df), flush=True)
+"""
+
+
+def test_processes_on_the_machine_budget_share_one_window(tmp_path, exchange) -> None:  # type: ignore[no-untyped-def]
+    """Four processes at the default rate_limit=10, started together: by the exchange's own log,
+    at most 10 candle requests in any second and no 429, and every frame exact."""
+    import subprocess
+    import sys
+
+    from .conftest import RIG_JITTER, assert_same_candles, truth
+
+    exchange.reset_rate_limits()
+    exchange.clear_log()
+    markets = ["KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL"]
+    start, end = "2026-11-10T00:00:00Z", "2026-11-11T09:20:00Z"  # 2000 minutes: 10 pages each
+    env = {**os.environ, "MDCOORD_BUDGET_DIR": str(tmp_path)}
+    kids = [subprocess.Popen([sys.executable, "-c", CHILD, m, start, end, exchange.base_url, str(RIG_JITTER)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for m in markets]
+    outs = [k.communicate("go\n", timeout=300) for k in kids]
+    assert all(k.returncode == 0 for k in kids), [o[1][-2000:] for o in outs]
+    assert exchange.count(status=429) == 0 and exchange.count(status=418) == 0
+    assert exchange.max_in_window("candles") <= 10
+    assert exchange.count(group="candles") >= 4 * 10
+    for m, (out, _) in zip(markets, outs, strict=True):
+        import mdcoord
+
+        df = mdcoord.candles(m, "1m", start=start, end=end, base_url=exchange.base_url)
+        assert_same_candles(df, truth(exchange, m, "1m", start, end))
+        assert int(out.split()[0]) == len(df)

@@ -50,6 +50,8 @@ class CallStats:
     retries: int = 0
     rate_limited: int = 0
     limiter_wait_s: float = 0.0
+    #: of which waiting for the machine's budget (slots other processes hold; rate_budget="machine")
+    budget_wait_s: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
 
     def count_error(self, err: BaseException) -> None:
@@ -149,6 +151,7 @@ class Client:
             machine_before = self.pacing.machine_waited
             reservation = await self.pacing.reserve(group, limiter, options)
             stats.limiter_wait_s += self.pacing.machine_waited - machine_before
+            stats.budget_wait_s += self.pacing.machine_waited - machine_before
         except BaseException:
             limiter.mark_sent(permit)
             raise

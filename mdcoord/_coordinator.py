@@ -92,6 +92,7 @@ class Coordinator:
             timeframe=request.timeframe.value if request.timeframe else None,
             markets=list(request.symbols),
             version=__version__,
+            rate_budget=options.rate_budget,
         )
         progress = Progress(options.progress, f"{request.data_type.value} {','.join(request.symbols)[:40]}".strip())
         job = _JOBS[request.data_type](request, client, options, stats, progress)
@@ -141,6 +142,7 @@ class Coordinator:
         meta.retries = stats.retries
         meta.rate_limited = stats.rate_limited
         meta.limiter_wait_s = stats.limiter_wait_s
+        meta.budget_wait_s = stats.budget_wait_s
         meta.processing_time_ms = (time.perf_counter() - started) * 1000
         # the exchange's time (its Date header, plus the time elapsed here since), never this
         # machine's wall clock; None when this process has not heard from the exchange yet

@@ -65,6 +65,7 @@ class Progress:
             self._bar.set_postfix(
                 rows=self.rows, retries=stats.retries, **{"429s": stats.rate_limited},
                 waited=f"{stats.limiter_wait_s:.1f}s", refresh=False,
+                **({"others": f"{stats.budget_wait_s:.1f}s"} if stats.budget_wait_s else {}),
             )
             self._bar.update(1)
 

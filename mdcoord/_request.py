@@ -230,6 +230,8 @@ class CoordinatorMetadata:
     retries: int = 0
     rate_limited: int = 0
     limiter_wait_s: float = 0.0
+    budget_wait_s: float = 0.0
+    rate_budget: str = "process"
     rounds: int = 0
     gaps_found: int = 0
     missing_candles: int = 0
@@ -249,6 +251,7 @@ class CoordinatorMetadata:
         d = asdict(self)
         d["processing_time_ms"] = round(self.processing_time_ms, 3)
         d["limiter_wait_s"] = round(self.limiter_wait_s, 4)
+        d["budget_wait_s"] = round(self.budget_wait_s, 4)
         return d
 
 

@@ -193,7 +193,9 @@ market, start, end, base_url = sys.argv[1:5]
 sys.stdin.readline()  # released together with the others
 df = mdcoord.candles(market, "1m", start=start, end=end, base_url=base_url, rate_budget="machine",
                      rate_margin=float(sys.argv[5]), cache=False, progress=False)
-print(len(df), flush=True)
+m = df.attrs["mdcoord"]
+assert m["rate_budget"] == "machine" and 0 <= m["budget_wait_s"] <= m["limiter_wait_s"], m
+print(len(df), m["budget_wait_s"], flush=True)
 """
 
 
@@ -224,3 +226,5 @@ def test_processes_on_the_machine_budget_share_one_window(tmp_path, exchange) ->
         df = mdcoord.candles(m, "1m", start=start, end=end, base_url=exchange.base_url)
         assert_same_candles(df, truth(exchange, m, "1m", start, end))
         assert int(out.split()[0]) == len(df)
+    waited = [float(out.split()[1]) for out, _ in outs]
+    assert sum(waited) > 0  # 40 requests at 10 a second among four: someone waited for the others

@@ -8,7 +8,9 @@ Sections (each also runs alone, see its module):
 3. ``snapshots`` — 189 tickers, 10 orderbooks, 5000 trades vs their bound (bench_snapshots.py);
 4. ``micro``     — aggregating 1,000,000 candles, JSON → frame, the cache load (bench_micro.py);
 5. ``simcold``   — the embedded exchange's first answer per endpoint, a fresh process per run
-   (bench_sim_cold.py; no latency: it measures the simulator, not a client).
+   (bench_sim_cold.py; no latency: it measures the simulator, not a client);
+6. ``budget``    — the shared budget's building block: FileRing vs pyrate-limiter vs limits
+   (bench_budget_stores.py; needs the ``bench`` extra; not in the default run — ``--only budget``).
 
 All at injected latency 30, 150 and 300 ms against the embedded exchange on 127.0.0.1.
 ``--runs`` (default 3) runs of every short cell; the long, rate-limit-bound cells — the
@@ -31,10 +33,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_compare, bench_micro, bench_rate, bench_sim_cold, bench_snapshots
+from benchmarks import bench_budget_stores, bench_compare, bench_micro, bench_rate, bench_sim_cold, bench_snapshots
 from benchmarks._common import LATENCIES, machine_info, ms
 
-SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold")
+SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "budget")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # budget needs the optional libraries: asked for by name
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -63,6 +66,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = bench_rate.bench(long_runs, 11_800 if q else bench_rate.COUNT, list(LATENCIES), log=log)
         elif section == "snapshots":
             out = bench_snapshots.bench(runs, list(LATENCIES), 20 if q else 189, log=log)
+        elif section == "budget":
+            out = bench_budget_stores.bench(300 if q else 3000, 0.6 if q else 3.0, 1.0 if q else 4.0, log=log)
         elif section == "simcold":
             out = bench_sim_cold.bench(runs, 3, ["market_all", "ticker_1", "trades_500"] if q else None, log=log)
         else:
@@ -122,6 +127,8 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["", "### Micro-benchmarks", "", bench_micro.table(res["micro"])]
     if "simcold" in res:
         out += ["", "### The embedded exchange, cold", "", bench_sim_cold.table(res["simcold"])]
+    if "budget" in res:
+        out += ["", "### The shared budget's building block", "", bench_budget_stores.table(res["budget"])]
     return "\n".join(out)
 
 
@@ -130,7 +137,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs of every short cell (default 3)")
     ap.add_argument("--long-runs", type=int, default=1, help="runs of the long, rate-bound cells (default 1)")
     ap.add_argument("--quick", action="store_true", help="1 run of small sizes: checks the scripts, not speed")
-    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS))
     ap.add_argument("--out", type=Path, default=None, help="where to write the raw JSON "
                     "(default benchmarks/results/run-<UTC time>.json)")
     args = ap.parse_args()

@@ -62,7 +62,9 @@ def test_sigkill_at_chosen_points_of_both_phases(tmp_path: Path) -> None:
             if how == "held":  # killed while the exchange holds a request: the phase's first, or one further
                 held = kill_at_request(ex, WORKER, [*args, "0", "-"], phase, after=n)
                 assert held.group == phase
-                assert (ex.count(group="candles") > n) == (phase == "candles")  # (candles come second)
+                if phase != "candles":  # (candles come second: none yet; a held candle request is the
+                    assert ex.count(group="candles") == 0  # candles phase, and answers still being
+                    # logged beside it make any count of the ones before it a race)
                 if root.exists():
                     assert_cache_whole(root)  # loads, whole, nothing twice — after every kill
             else:  # killed while writing a partition file of the phase past n bytes

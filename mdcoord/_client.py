@@ -150,8 +150,9 @@ class Client:
         try:
             machine_before = self.pacing.machine_waited
             reservation = await self.pacing.reserve(group, limiter, options)
-            stats.limiter_wait_s += self.pacing.machine_waited - machine_before
-            stats.budget_wait_s += self.pacing.machine_waited - machine_before
+            waited_machine = self.pacing.machine_waited - machine_before
+            stats.limiter_wait_s += waited_machine
+            stats.budget_wait_s += waited_machine
         except BaseException:
             limiter.mark_sent(permit)
             raise
@@ -211,12 +212,12 @@ class Client:
         ctx = {"url": url, "params": params, "group": group.value}
 
         def on_sent() -> None:
+            # (the machine's budget counts a resend anew: its reservation is already a send)
+            self.pacing.sending(group, reservation)
             if permit.pending:
                 limiter.mark_sent(permit)
-                self.pacing.sending(group, reservation)
             else:  # a resend by aiohttp itself: count it against the budget too
                 limiter.record_send()
-                self.pacing.sending(group, reservation)  # (an already marked one is counted anew)
                 stats.requests += 1
 
         try:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from mdcoord.sim import Exchange, RequestRecord
 
+from .holds import hold_after
+
 # The top of every worker script run here: ``die_past(n)`` makes the kernel kill
 # the process (no cleanup, like SIGKILL) when it writes any file past ``n`` bytes. Python ignores
 # SIGXFSZ (a write would fail with EFBIG instead), so the default action is restored.
@@ -31,8 +33,6 @@ def die_past(n):
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     resource.setrlimit(resource.RLIMIT_FSIZE, (n, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 """
-
-_HOLD = 600.0  # a held request's answer never comes while the test runs
 
 
 def local_ports(pid: int) -> set[int]:
@@ -79,7 +79,7 @@ def kill_at_request(ex: Exchange, script: str, args: list[str], group: str, afte
     others of it, then SIGKILL it; the held request's record (it tells the kill point)."""
     ex.faults.clear()
     ex.clear_log()
-    ex.faults.inject("slow", group=group, after=after, delay=_HOLD)
+    hold_after(ex, after, group, count=1)
     proc = subprocess.Popen([sys.executable, "-c", DIE_PAST + script, *args], env=_worker_env())
     try:
         held = lambda: [r for r in ex.log if r.fault == "slow"]  # noqa: E731

@@ -34,9 +34,10 @@ from mdcoord.sim import Exchange
 HOLD_S = 3600.0  # longer than any test: a held request is answered only if something is broken
 
 
-def hold_after(ex: Exchange, answers: int, group: str) -> None:
-    """Answer the next ``answers`` requests of ``group``, then hold every later one."""
-    ex.faults.inject("slow", count=10_000, group=group, after=answers, delay=HOLD_S)
+def hold_after(ex: Exchange, answers: int, group: str, count: int = 10_000) -> None:
+    """Answer the next ``answers`` requests of ``group``, then hold the ``count`` after them
+    (every later one, by default)."""
+    ex.faults.inject("slow", count=count, group=group, after=answers, delay=HOLD_S)
 
 
 def answered(ex: Exchange) -> int:

@@ -1,5 +1,5 @@
 """The machine's rate budget: one sliding-window log per (exchange host, group), shared by every
-process of this machine through a small file.
+process of this machine through a small file, and handed out in turn.
 
 Upbit counts requests per IP address, so the budget belongs to the machine (and to every host
 behind its address), not to one process. :class:`FileRing` keeps the send times of a group's
@@ -7,6 +7,15 @@ recent requests in a fixed-size file (a ring of ``SLOTS`` records) and grants a 
 only when fewer than ``allowed`` of them lie within the last ``span`` seconds — the same rule as
 :class:`~mdcoord._limiter.SlidingWindowLimiter`, with the log moved to where every process sees
 it.
+
+**In turn.** A process that finds the window full takes a *ticket* (a numbered record in the
+file's queue, with the time by which it promises to look again) and sleeps until the slot its
+place in the queue will get frees up. A free slot goes to the oldest live ticket first, so
+processes that wait are served in the order they came; each process queues one request of a
+group at a time (:class:`MachineBudget` does that), which makes the turns round-robin: with
+eight processes contending, each gets every eighth slot, whatever its concurrency. A ticket
+whose owner died, or did not look again by its promised time (a frozen process, a stalled
+loop), is passed over until its owner is back.
 
 Why it is safe when processes die (SIGKILL at any point):
 
@@ -20,34 +29,46 @@ Why it is safe when processes die (SIGKILL at any point):
   nothing (it died before its request was reported on the wire: only the microseconds between
   writing the headers and that report are not covered); a live owner's is dropped after
   ``LEASE_S``, and a send marked later is counted anew. A killed process thus holds a slot for
-  at most one window.
+  at most one window, and its ticket for none.
 * Times are ``CLOCK_MONOTONIC`` nanoseconds: one clock for every process of the host, immune
   to wall-clock steps.
 
-The records are 24 bytes (``<qqii``: time ns, lease end ns, pid, state); the file is created
-with its full size, so a reader never sees half a ring.
+The file is created with its full size (a header, the ring, the queue and a table of what each
+process got), so a reader never sees half of it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import re
 import struct
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ._exceptions import InvalidRequestError
 
-__all__ = ["SLOTS", "FileRing", "Reservation", "default_budget_dir"]
+__all__ = ["SLOTS", "Budget", "FileRing", "MachineBudget", "Reservation", "Ticket", "default_budget_dir"]
 
 SLOTS = 64  # records kept per group: enough for any rate_limit up to 64 a span
+WAITERS = 64  # tickets in the queue (one per waiting process and group; more wait untracked)
+PROCS = 64  # processes whose share is kept (the oldest gone one makes room)
 LEASE_S = 5.0  # a reservation of a live process counts as "now" for at most this long
-_RECORD = struct.Struct("<qqii")
-_MAGIC = b"MDCB0001"
+GRACE_S = 0.05  # a ticket is passed over when its owner looks again later than promised + this
+_MAGIC = b"MDCB0002"
+_HEAD = struct.Struct("<8sq")  # magic, the next ticket number
+_SEND = struct.Struct("<qqii")  # time ns, lease end ns, pid, state
+_WAIT = struct.Struct("<qqii")  # ticket, promised-by ns, pid, 0
+_PROC = struct.Struct("<iiqqq")  # pid, 0, grants, ns waited behind others, last grant ns
+_SENDS_AT = _HEAD.size
+_WAITS_AT = _SENDS_AT + SLOTS * _SEND.size
+_PROCS_AT = _WAITS_AT + WAITERS * _WAIT.size
+_SIZE = _PROCS_AT + PROCS * _PROC.size
 FREE, PENDING, SENT = 0, 1, 2
 
 
@@ -78,9 +99,29 @@ class Reservation:
     stamp: int
 
 
+@dataclass
+class Ticket:
+    """A place in the queue: the number drawn and the queue record holding it (None: not queued)."""
+
+    number: int = 0
+    index: int = -1
+    waited_ns: int = 0  # asked to wait so far (what the process's share table records)
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one process got of a group's budget: grants, seconds it waited for others' slots."""
+
+    pid: int
+    grants: int
+    waited_s: float
+    last_ns: int
+    alive: bool
+
+
 class FileRing:
     """At most ``allowed`` request starts in any ``span`` seconds, for every process that opens
-    the same file.
+    the same file, handed out in the order the waiting processes came.
 
     >>> ring = FileRing(default_budget_dir(), "api.upbit.com", "candles")  # doctest: +SKIP
     >>> wait, res = ring.try_acquire(allowed=10, span=1.05)  # doctest: +SKIP
@@ -112,8 +153,8 @@ class FileRing:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         with _Locked(fd):
             head = os.pread(fd, len(_MAGIC), 0)
-            if head != _MAGIC:  # new (or foreign) file: lay out a full ring at once
-                os.pwrite(fd, _MAGIC + bytes(_RECORD.size * SLOTS), 0)
+            if head != _MAGIC:  # new (or older, or foreign) file: lay out a whole one at once
+                os.pwrite(fd, _HEAD.pack(_MAGIC, 1) + bytes(_SIZE - _HEAD.size), 0)
         self._fd, self._fd_pid = fd, self._pid
         return fd
 
@@ -122,14 +163,22 @@ class FileRing:
             os.close(self._fd)
         self._fd = -1
 
-    def _read(self, fd: int) -> list[tuple[int, int, int, int]]:
-        raw = os.pread(fd, _RECORD.size * SLOTS, len(_MAGIC))
-        if len(raw) != _RECORD.size * SLOTS:
-            raw = raw.ljust(_RECORD.size * SLOTS, b"\0")
-        return [_RECORD.unpack_from(raw, i * _RECORD.size) for i in range(SLOTS)]
+    def _read(self, fd: int) -> _State:
+        raw = os.pread(fd, _SIZE, 0)
+        if len(raw) != _SIZE:
+            raw = raw.ljust(_SIZE, b"\0")
+        return _State(
+            next_ticket=_HEAD.unpack_from(raw, 0)[1],
+            sends=[_SEND.unpack_from(raw, _SENDS_AT + i * _SEND.size) for i in range(SLOTS)],
+            waits=[_WAIT.unpack_from(raw, _WAITS_AT + i * _WAIT.size) for i in range(WAITERS)],
+            procs=[_PROC.unpack_from(raw, _PROCS_AT + i * _PROC.size) for i in range(PROCS)],
+        )
 
     def _write(self, fd: int, slot: int, record: tuple[int, int, int, int]) -> None:
-        os.pwrite(fd, _RECORD.pack(*record), len(_MAGIC) + slot * _RECORD.size)
+        os.pwrite(fd, _SEND.pack(*record), _SENDS_AT + slot * _SEND.size)
+
+    def _write_wait(self, fd: int, index: int, record: tuple[int, int, int, int]) -> None:
+        os.pwrite(fd, _WAIT.pack(*record), _WAITS_AT + index * _WAIT.size)
 
     # ------------------------------------------------------------------ the rule
     def _effective(self, rec: tuple[int, int, int, int], now: int) -> int | None:
@@ -141,22 +190,94 @@ class FileRing:
             return now
         return None  # free, or a reservation whose owner died (it never sent) or overstayed
 
-    def try_acquire(self, allowed: int, span: float) -> tuple[float, Reservation | None]:
-        """Take a slot if ``allowed`` permits it now: ``(0.0, reservation)``; otherwise
-        ``(seconds to wait, None)``."""
+    def _live_wait(self, rec: tuple[int, int, int, int], now: int) -> bool:
+        number, promised, pid, _ = rec
+        return number > 0 and now <= promised and self._alive(pid)
+
+    def try_acquire(self, allowed: int, span: float, ticket: Ticket | None = None) -> tuple[float, Reservation | None]:
+        """Take a slot if ``allowed`` permits it now and no process queued before us waits for
+        it: ``(0.0, reservation)``; otherwise ``(seconds to wait, None)``.
+
+        With a ``ticket``, a caller that has to wait joins the queue (or keeps its place) and
+        is served in turn; it must call again after the wait, or :meth:`leave`. Without one it
+        only ever takes a slot nobody queued for."""
         if not 1 <= allowed <= SLOTS or span <= 0:
             raise InvalidRequestError(f"the machine budget needs 1 <= allowed <= {SLOTS} and span > 0")
         fd = self._open()
         span_ns = int(span * 1e9)
         with _Locked(fd):
             now = self._clock()
-            records = self._read(fd)
-            times = sorted(t for r in records if (t := self._effective(r, now)) is not None and t > now - span_ns)
-            if len(times) >= allowed:
-                return max(1e-4, (times[-allowed] + span_ns - now) / 1e9), None
-            slot = self._spare(records, now)
-            self._write(fd, slot, (now, now + int(LEASE_S * 1e9), self._pid, PENDING))
-            return 0.0, Reservation(slot, now)
+            state = self._read(fd)
+            times = sorted(t for r in state.sends if (t := self._effective(r, now)) is not None and t > now - span_ns)
+            mine = self._my_number(state, ticket)
+            if mine is None and ticket is not None:
+                ticket.index = -1  # passed over long enough that our record went to another
+            ahead = sum(1 for i, w in enumerate(state.waits)
+                        if self._live_wait(w, now) and (mine is None or w[0] < mine)
+                        and not (mine is not None and i == ticket.index))
+            free = allowed - len(times)
+            if free > ahead:
+                slot = self._spare(state.sends, now)
+                self._write(fd, slot, (now, now + int(LEASE_S * 1e9), self._pid, PENDING))
+                if ticket is not None:
+                    if mine is not None:
+                        self._write_wait(fd, ticket.index, (0, 0, 0, 0))
+                    self._count_grant(fd, state, now, ticket.waited_ns)
+                    ticket.number, ticket.index, ticket.waited_ns = 0, -1, 0
+                return 0.0, Reservation(slot, now)
+            # our turn comes when the (allowed - ahead)-th newest send leaves the span
+            need = allowed - ahead
+            wait_ns = (times[-need] + span_ns - now) if 1 <= need <= len(times) else span_ns // allowed
+            wait_ns = max(100_000, wait_ns)  # at least 0.1 ms
+            if ticket is not None:
+                promised = now + wait_ns + int(GRACE_S * 1e9)
+                if mine is None:
+                    index = self._free_wait(state, now)
+                    if index is not None:
+                        number = state.next_ticket
+                        os.pwrite(fd, _HEAD.pack(_MAGIC, number + 1), 0)
+                        ticket.number, ticket.index = number, index
+                        self._write_wait(fd, index, (number, promised, self._pid, 0))
+                else:
+                    self._write_wait(fd, ticket.index, (mine, promised, self._pid, 0))
+                ticket.waited_ns += wait_ns
+            return wait_ns / 1e9, None
+
+    def leave(self, ticket: Ticket) -> None:
+        """Give up a place in the queue (the waiting call was cancelled)."""
+        if ticket.index < 0:
+            return
+        fd = self._open()
+        with _Locked(fd):
+            if self._my_number(self._read(fd), ticket) is not None:
+                self._write_wait(fd, ticket.index, (0, 0, 0, 0))
+        ticket.number, ticket.index = 0, -1
+
+    def _my_number(self, state: _State, ticket: Ticket | None) -> int | None:
+        """The ticket's number while its queue record is still ours; None when not queued (or
+        the record was given to another after we were passed over for long: we queue anew)."""
+        if ticket is None or ticket.index < 0:
+            return None
+        number, _, pid, _ = state.waits[ticket.index]
+        return number if (number, pid) == (ticket.number, self._pid) else None
+
+    def _free_wait(self, state: _State, now: int) -> int | None:
+        for i, w in enumerate(state.waits):
+            if w[0] == 0 or not self._alive(w[2]):
+                return i
+        # every record taken by a live process: reuse one whose owner overstayed the longest
+        late = [(w[1], i) for i, w in enumerate(state.waits) if w[1] < now - int(10 * 1e9)]
+        return min(late)[1] if late else None
+
+    def _count_grant(self, fd: int, state: _State, now: int, waited_ns: int) -> None:
+        """Add a grant (and the wait behind others before it) to this process's share."""
+        index = next((i for i, p in enumerate(state.procs) if p[0] == self._pid), None)
+        grants, waited = 0, 0
+        if index is None:  # a new process: take an empty record, else the longest-idle one
+            index = min(range(PROCS), key=lambda i: (state.procs[i][0] != 0, state.procs[i][4]))
+        else:
+            grants, waited = state.procs[index][2], state.procs[index][3]
+        os.pwrite(fd, _PROC.pack(self._pid, 0, grants + 1, waited + waited_ns, now), _PROCS_AT + index * _PROC.size)
 
     def mark_sending(self, res: Reservation) -> None:
         """The request of ``res`` leaves now: its record becomes a send at this moment. Call it
@@ -186,7 +307,7 @@ class FileRing:
             self._record_send(fd, self._clock())
 
     def _record_send(self, fd: int, now: int) -> None:
-        self._write(fd, self._spare(self._read(fd), now), (now, 0, self._pid, SENT))
+        self._write(fd, self._spare(self._read(fd).sends, now), (now, 0, self._pid, SENT))
 
     def _spare(self, records: list[tuple[int, int, int, int]], now: int) -> int:
         """The record to reuse: one that counts for nothing, else the oldest send (with at most
@@ -197,13 +318,35 @@ class FileRing:
         return min(range(SLOTS), key=weight)
 
     def _read_one(self, fd: int, slot: int) -> tuple[int, int, int, int]:
-        return _RECORD.unpack(os.pread(fd, _RECORD.size, len(_MAGIC) + slot * _RECORD.size))
+        return _SEND.unpack(os.pread(fd, _SEND.size, _SENDS_AT + slot * _SEND.size))
 
     def sends(self) -> list[int]:
         """Send times (monotonic ns) in the ring, oldest first: for tests and metrics."""
         fd = self._open()
         with _Locked(fd):
-            return sorted(t for t, _, _, s in self._read(fd) if s == SENT)
+            return sorted(t for t, _, _, s in self._read(fd).sends if s == SENT)
+
+    def shares(self) -> list[Share]:
+        """What each process that waited its turn got (grants through the queue), newest first."""
+        # (its own descriptor: a flock is shared by the threads using one, and metrics are read
+        # from the user's thread while the loop thread uses the ring)
+        self._open()
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            with _Locked(fd):
+                procs = self._read(fd).procs
+        finally:
+            os.close(fd)
+        return sorted((Share(p[0], p[2], p[3] / 1e9, p[4], self._alive(p[0])) for p in procs if p[0]),
+                      key=lambda s: -s.last_ns)
+
+
+@dataclass
+class _State:
+    next_ticket: int
+    sends: list[tuple[int, int, int, int]]
+    waits: list[tuple[int, int, int, int]]
+    procs: list[tuple[int, int, int, int, int]]
 
 
 class _Locked:
@@ -217,3 +360,61 @@ class _Locked:
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------- the client's side
+class Budget(Protocol):
+    """A rate budget shared beyond this process (``rate_budget`` "machine" or a Redis URL).
+
+    The client asks it for a slot after its own limiter granted one (:meth:`acquire`), tells it
+    when the request is on the wire (:meth:`sending`) or never left (:meth:`unsent`)."""
+
+    scope: str  # "machine" or "redis"
+    waited: float  # seconds this process waited for slots that others held
+
+    async def acquire(self, allowed: int, span: float) -> Reservation: ...
+    def sending(self, res: Reservation) -> None: ...
+    def unsent(self, res: Reservation) -> None: ...
+    def shares(self) -> list[Share]: ...
+    async def aclose(self) -> None: ...
+
+
+class MachineBudget:
+    """The machine's budget of one (exchange, group) for this process: a :class:`FileRing`,
+    queued for one request at a time (so that processes take turns, not coroutines)."""
+
+    scope = "machine"
+
+    def __init__(self, ring: FileRing, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        self.ring = ring
+        self._sleep = sleep
+        self._turn: asyncio.Lock | None = None
+        self.waited = 0.0
+
+    async def acquire(self, allowed: int, span: float) -> Reservation:
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            ticket = Ticket()
+            try:
+                while True:
+                    wait, res = self.ring.try_acquire(allowed, span, ticket)
+                    if res is not None:
+                        return res
+                    self.waited += wait
+                    await self._sleep(wait)
+            finally:
+                if ticket.index >= 0:  # cancelled while queued
+                    self.ring.leave(ticket)
+
+    def sending(self, res: Reservation) -> None:
+        self.ring.mark_sending(res)
+
+    def unsent(self, res: Reservation) -> None:
+        self.ring.release(res)
+
+    def shares(self) -> list[Share]:
+        return self.ring.shares()
+
+    async def aclose(self) -> None:
+        self.ring.close()

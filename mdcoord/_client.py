@@ -29,7 +29,7 @@ from ._config import Options, source_name
 from ._exceptions import IPBlockedError, MdcoordError, RateLimitError, ResponseFormatError
 from ._groups import Group, group_for
 from ._guard import BlockGuard
-from ._budget import Reservation
+from ._budget import Budget, Reservation
 from ._limiter import Permit, SlidingWindowLimiter
 from ._metrics import METRICS
 from ._pacing import Pacing
@@ -149,10 +149,13 @@ class Client:
         permit = await limiter.acquire()
         try:
             machine_before = self.pacing.machine_waited
-            reservation = await self.pacing.reserve(group, limiter, options)
+            budget = self.pacing.budget(group, options)
+            reservation = await self.pacing.reserve(budget, limiter)
             waited_machine = self.pacing.machine_waited - machine_before
             stats.limiter_wait_s += waited_machine
             stats.budget_wait_s += waited_machine
+            if waited_machine:
+                METRICS.budget_wait(self.source, group.value, waited_machine)
         except BaseException:
             limiter.mark_sent(permit)
             raise
@@ -161,7 +164,7 @@ class Client:
             self.guard.check()  # a 418 may have arrived while we waited
         except IPBlockedError:
             limiter.mark_sent(permit)  # settle the permit: a pending one would hold its slot forever
-            self.pacing.unsent(group, reservation)
+            self.pacing.unsent(budget, reservation)
             raise
         stats.requests += 1
         self.pacing.lag.touch()
@@ -169,7 +172,7 @@ class Client:
         outcome: str | None = None  # None: cancelled, or a bug; counted as an attempt only
         latency: float | None = None
         try:
-            data = await self._exchange(path, params, group, limiter, permit, reservation, options, stats)
+            data = await self._exchange(path, params, group, limiter, permit, (budget, reservation), options, stats)
             if parse is not None:
                 data = _parsed(parse, data, url=self.base_url + path, params=params, group=group.value)
             outcome = "ok"
@@ -203,7 +206,7 @@ class Client:
         group: Group,
         limiter: SlidingWindowLimiter,
         permit: Permit,
-        reservation: Reservation | None,
+        shared: tuple[Budget | None, Reservation | None],
         options: Options,
         stats: CallStats,
     ) -> Any:
@@ -213,7 +216,7 @@ class Client:
 
         def on_sent() -> None:
             # (the machine's budget counts a resend anew: its reservation is already a send)
-            self.pacing.sending(group, reservation)
+            self.pacing.sending(*shared)
             if permit.pending:
                 limiter.mark_sent(permit)
             else:  # a resend by aiohttp itself: count it against the budget too
@@ -227,7 +230,7 @@ class Client:
             )
         finally:
             if permit.pending:  # not known to have left (no connection, cancelled): counted as
-                self.pacing.sending(group, reservation)  # sent now, as the limiter counts it
+                self.pacing.sending(*shared)  # sent now, as the limiter counts it
             limiter.mark_sent(permit)
 
         self.server_clock.observe(answer.headers.get("Date"))

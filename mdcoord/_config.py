@@ -26,6 +26,8 @@ __all__ = ["DEFAULT_BASE_URL", "Options", "get_options", "resolve_base_url", "re
 
 DEFAULT_BASE_URL = "https://api.upbit.com/v1"
 BASE_URL_ENV = "MDCOORD_BASE_URL"
+RATE_BUDGET_ENV = "MDCOORD_RATE_BUDGET"
+_BUDGET_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 CACHE_DIR_ENV = "MDCOORD_CACHE_DIR"
 
 
@@ -45,10 +47,14 @@ class Options:
     - ``rate_limit``: requests per second per rate-limit group (Upbit: 10).
     - ``rate_margin``: seconds added to the 1-second window to absorb network jitter; ``"auto"``
       (default) measures it from the spread of round trips (30-250 ms, 50 ms to begin with).
-    - ``rate_budget``: whose budget ``rate_limit`` is. ``"process"`` (default, for now): this
-      process's own. ``"machine"``: one sliding window per (exchange, group) shared by every
-      mdcoord process of this machine through a small file (``$MDCOORD_BUDGET_DIR``), as Upbit
-      counts per IP; a process killed at any point holds its slots for at most one window.
+    - ``rate_budget``: whose budget ``rate_limit`` is (None → ``$MDCOORD_RATE_BUDGET`` or
+      ``"machine"``). ``"machine"`` (default): one sliding window per (exchange, group) shared,
+      in turn, by every mdcoord process of this machine through a small file
+      (``$MDCOORD_BUDGET_DIR``), as Upbit counts per IP; a process killed at any point holds its
+      slots for at most one window. ``"redis://host:6379/0"``: one window shared by every host
+      that uses that Redis (several machines behind one address). ``"process"``: this process's
+      own — only for a process with an address of its own (its own proxy): several processes
+      on one address with ``"process"`` exceed the limit together and get the address blocked.
     - ``progress``: True/False forces the progress bar; None shows it where a person watches.
     - ``on_error``: "raise" (default) raises :class:`IncompleteDataError` when pieces fail after
       retries; "partial" returns what arrived with the failures listed in ``attrs``.
@@ -70,7 +76,7 @@ class Options:
     connect_timeout: float = 5.0
     rate_limit: int = 10
     rate_margin: float | str = "auto"
-    rate_budget: str = "process"
+    rate_budget: str | None = None
     progress: bool | None = None
     on_error: str = "raise"
     cache: bool = True
@@ -105,8 +111,8 @@ class Options:
             or not 0 <= self.rate_margin <= 1
         ):
             raise InvalidRequestError(f"rate_margin must be 'auto' or seconds in [0, 1], got {self.rate_margin!r}")
-        if self.rate_budget not in ("process", "machine"):
-            raise InvalidRequestError(f"rate_budget must be 'process' or 'machine', got {self.rate_budget!r}")
+        if self.rate_budget is not None:
+            _check_rate_budget(self.rate_budget)
         if self.progress not in (None, True, False):
             raise InvalidRequestError(f"progress must be True, False or None, got {self.progress!r}")
         if self.on_error not in ("raise", "partial"):
@@ -133,6 +139,14 @@ def source_name(base_url: str) -> str:
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise InvalidRequestError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+
+
+def _check_rate_budget(value: object, where: str = "rate_budget") -> str:
+    if isinstance(value, str) and (value in ("process", "machine") or value.startswith(_BUDGET_URL_SCHEMES)):
+        return value
+    raise InvalidRequestError(
+        f"{where} must be 'machine', 'process' or a Redis URL like 'redis://host:6379/0', got {value!r}"
+    )
 
 
 def _check_base_url(url: object) -> str:
@@ -187,6 +201,26 @@ def resolve_base_url(base_url: str | None = None) -> str:
         if candidate is not None:
             return _check_base_url(candidate)
     return DEFAULT_BASE_URL
+
+
+def resolve_rate_budget(options: Options | None = None) -> str:
+    """Whose budget the rate limit is: option, then ``$MDCOORD_RATE_BUDGET``, then ``"machine"``."""
+    chosen = (options or _current).rate_budget
+    if chosen is not None:
+        return chosen
+    env = os.environ.get(RATE_BUDGET_ENV)
+    return _check_rate_budget(env, f"${RATE_BUDGET_ENV}") if env else "machine"
+
+
+def budget_label(spec: str) -> str:
+    """``spec`` as metadata may show it: a Redis URL without its credentials."""
+    if not spec.startswith(_BUDGET_URL_SCHEMES):
+        return spec
+    parts = urlsplit(spec)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def resolve_cache_dir(options: Options | None = None) -> Path:

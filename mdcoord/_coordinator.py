@@ -22,7 +22,7 @@ from ._markets import MarketsJob, catalog_of
 from ._snapshots import OrderbookJob, TickerJob
 from ._trades import TradeJob
 from ._client import CallStats
-from ._config import Options, get_options, resolve_base_url, with_overrides
+from ._config import Options, budget_label, get_options, resolve_base_url, resolve_rate_budget, with_overrides
 from ._exceptions import IncompleteDataError, MdcoordError
 from ._executor import Executor
 from ._metrics import METRICS
@@ -92,7 +92,7 @@ class Coordinator:
             timeframe=request.timeframe.value if request.timeframe else None,
             markets=list(request.symbols),
             version=__version__,
-            rate_budget=options.rate_budget,
+            rate_budget=budget_label(resolve_rate_budget(options)),
         )
         progress = Progress(options.progress, f"{request.data_type.value} {','.join(request.symbols)[:40]}".strip())
         job = _JOBS[request.data_type](request, client, options, stats, progress)

@@ -1,6 +1,6 @@
 """Process-wide figures, always on: :func:`mdcoord.metrics` reads them as DataFrames.
 
-Three tables:
+Four tables:
 
 - ``"requests"``, one row per (source, rate-limit group): attempts on the wire, answers by kind
   (ok, 429, 418, 5xx, other 4xx, timeouts, connection failures, bad bodies), retries, seconds
@@ -11,6 +11,8 @@ Three tables:
   cache vs rows fetched, and the share of rows the cache supplied.
 - ``"splits"``, one row per (data type, split strategy): calls, pieces, requests, rows, rows per
   request, follow-up rounds, failed pieces, seconds.
+- ``"budget"``, one row per (source, group, process) sharing a rate budget with this one (the
+  machine's file or Redis): grants, share, seconds waited for slots the others held.
 
 Updates are a few integer additions under a lock (the loop thread writes, any thread reads), so
 the figures cost nothing worth measuring. ``mdcoord.reset_metrics()`` starts them afresh.
@@ -28,7 +30,7 @@ import pandas as pd
 
 __all__ = ["METRICS", "Metrics", "metrics", "reset_metrics"]
 
-_SECTIONS = ("requests", "cache", "splits")
+_SECTIONS = ("requests", "cache", "splits", "budget")
 
 
 @dataclass
@@ -44,6 +46,7 @@ class _Group:
     bad_bodies: int = 0
     retries: int = 0
     limiter_wait_s: float = 0.0
+    budget_wait_s: float = 0.0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
 
 
@@ -75,6 +78,7 @@ class Metrics:
         # live gauges: (source, group) -> the client's gate; source -> its loop-lag monitor
         self._gates: dict[tuple[str, str], Any] = {}
         self._lag: dict[str, Any] = {}
+        self._budgets: dict[tuple[str, str], Any] = {}  # (source, group) -> its shared budget
 
     def reset(self) -> None:
         with self._lock:
@@ -102,6 +106,15 @@ class Metrics:
             g.limiter_wait_s += limiter_wait
             if latency is not None:
                 g.latencies.append(latency)
+
+    def budget_wait(self, source: str, group: str, seconds: float) -> None:
+        """A request waited ``seconds`` for the shared budget (slots other processes held)."""
+        g = self.group(source, group)
+        with self._lock:
+            g.budget_wait_s += seconds
+
+    def watch_budget(self, source: str, group: str, budget: Any) -> None:
+        self._budgets[(source, group)] = budget
 
     def retry(self, source: str, group: str) -> None:
         g = self.group(source, group)
@@ -146,6 +159,13 @@ class Metrics:
                 return self._requests_frame()
             if section == "cache":
                 return self._cache_frame()
+            if section == "budget":
+                budgets = dict(self._budgets)
+        if section == "budget":  # (reads the shared files or Redis: outside the lock)
+            return _budget_frame(budgets)
+        with self._lock:
+            if section == "cache":
+                return self._cache_frame()
             return self._splits_frame()
 
     def _requests_frame(self) -> pd.DataFrame:
@@ -160,6 +180,8 @@ class Metrics:
                 "429": g.rate_limited, "418": g.blocked, "5xx": g.server_errors, "4xx": g.client_errors,
                 "timeouts": g.timeouts, "connection_errors": g.connection_errors, "bad_bodies": g.bad_bodies,
                 "retries": g.retries, "limiter_wait_s": round(g.limiter_wait_s, 3),
+                "budget": getattr(self._budgets.get((source, group)), "scope", "process"),
+                "budget_wait_s": round(g.budget_wait_s, 3),
                 "latency_p50_ms": p50, "latency_p90_ms": p90, "latency_p99_ms": p99,
                 "latency_max_ms": lat.max() if len(lat) else np.nan,
                 "concurrency_limit": gate.limit if gate is not None else pd.NA,
@@ -168,7 +190,7 @@ class Metrics:
                 "loop_lag_max_ms": lag.max_lag * 1000 if lag is not None else np.nan,
             })
         cols = ["source", "group", "requests", "ok", "429", "418", "5xx", "4xx", "timeouts", "connection_errors",
-                "bad_bodies", "retries", "limiter_wait_s", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
+                "bad_bodies", "retries", "limiter_wait_s", "budget", "budget_wait_s", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
                 "latency_max_ms", "concurrency_limit", "max_in_flight", "concurrency_shrinks", "loop_lag_max_ms"]
         return pd.DataFrame(rows, columns=cols).set_index(["source", "group"])
 
@@ -187,6 +209,26 @@ class Metrics:
         return df
 
 
+def _budget_frame(budgets: dict[tuple[str, str], Any]) -> pd.DataFrame:
+    """One row per (source, group, process) of the shared budgets this process uses: what each
+    process got (grants since it first took a slot, its share of them among the processes
+    listed), the seconds it waited for slots the others held, and whether it is this process."""
+    import os
+
+    rows = []
+    for (source, group), budget in sorted(budgets.items()):
+        shares = budget.shares()
+        total = sum(s.grants for s in shares)
+        for s in shares:
+            rows.append({
+                "source": source, "group": group, "scope": budget.scope, "process": s.pid,
+                "this_process": s.pid == os.getpid(), "alive": s.alive, "grants": s.grants,
+                "share": s.grants / total if total else np.nan, "waited_for_others_s": round(s.waited_s, 3),
+            })
+    cols = ["source", "group", "scope", "process", "this_process", "alive", "grants", "share", "waited_for_others_s"]
+    return pd.DataFrame(rows, columns=cols).set_index(["source", "group", "process"])
+
+
 #: The process-wide registry.
 METRICS = Metrics()
 
@@ -197,7 +239,9 @@ def metrics(section: str = "requests") -> pd.DataFrame:
     ``section``: ``"requests"`` (per source and rate-limit group: attempts, answers by kind,
     retries, limiter waits, latency percentiles in ms, the adaptive concurrency limit, loop lag),
     ``"cache"`` (per data type: rows from the cache vs fetched) or ``"splits"`` (per data type and
-    split strategy: calls, pieces, requests, rows per request, rounds, failures).
+    split strategy: calls, pieces, requests, rows per request, rounds, failures) or ``"budget"``
+    (per source, group and process sharing this process's rate budget — the machine's or
+    Redis's: grants, share, seconds waited for slots the others held).
 
     >>> mdcoord.metrics()[["requests", "429", "latency_p50_ms", "concurrency_limit"]]
     """

@@ -14,9 +14,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from ._budget import FileRing, Reservation, default_budget_dir
+from ._budget import Budget, FileRing, MachineBudget, Reservation, default_budget_dir
 from ._concurrency import ConcurrencyGate, LoopLagMonitor
-from ._config import Options
+from ._config import Options, resolve_rate_budget
 from ._groups import Group
 from ._limiter import AUTO_MARGIN_START, SlidingWindowLimiter
 from ._metrics import METRICS
@@ -41,8 +41,8 @@ class Pacing:
         self._sleep = sleep
         self._limiters: dict[Group, SlidingWindowLimiter] = {}
         self._gates: dict[Group, ConcurrencyGate] = {}
-        self._rings: dict[Group, FileRing] = {}
-        #: Seconds spent waiting for the machine's budget (slots taken by other processes).
+        self._budgets: dict[tuple[Group, str], Budget] = {}
+        #: Seconds spent waiting for the shared budget (slots taken by other processes).
         self.machine_waited = 0.0
         #: Watches the event loop while requests are underway; a stall shrinks every gate.
         self.lag = LoopLagMonitor(self._on_stall)
@@ -73,30 +73,49 @@ class Pacing:
             gate.rate = options.rate_limit
         return gate
 
-    async def reserve(self, group: Group, limiter: SlidingWindowLimiter, options: Options) -> Reservation | None:
-        """With ``rate_budget="machine"``, wait for a slot of the machine's window for ``group``
-        (after this process's own limiter granted one) and reserve it; None otherwise."""
-        if options.rate_budget != "machine":
+    def budget(self, group: Group, options: Options) -> Budget | None:
+        """The shared budget of ``group`` that ``options`` ask for (created on first use), or
+        None for ``rate_budget="process"``."""
+        spec = resolve_rate_budget(options)
+        if spec == "process":
             return None
-        ring = self._rings.get(group)
-        if ring is None:
-            ring = self._rings[group] = FileRing(default_budget_dir(), self._source, group.value)
-        while True:
-            wait, res = ring.try_acquire(limiter.allowed, limiter.span)
-            if res is not None:
-                return res
-            self.machine_waited += wait
-            await self._sleep(wait)
+        budget = self._budgets.get((group, spec))
+        if budget is None:
+            if spec == "machine":
+                clock = self._clock
+                ns = time.monotonic_ns if clock is time.monotonic else (lambda: int(clock() * 1e9))
+                ring = FileRing(default_budget_dir(), self._source, group.value, clock=ns)
+                budget = MachineBudget(ring, self._sleep)
+            else:
+                from ._budget_redis import RedisBudget  # only a Redis budget needs redis-py
 
-    def sending(self, group: Group, res: Reservation | None) -> None:
+                budget = RedisBudget(spec, self._source, group.value, sleep=self._sleep)
+            self._budgets[(group, spec)] = budget
+            METRICS.watch_budget(self._source, group.value, budget)
+        return budget
+
+    async def reserve(self, budget: Budget | None, limiter: SlidingWindowLimiter) -> Reservation | None:
+        """Wait for a slot of the shared ``budget`` (after this process's own limiter granted
+        one) and reserve it; None without a shared budget."""
+        if budget is None:
+            return None
+        before = budget.waited
+        try:
+            return await budget.acquire(limiter.allowed, limiter.span)
+        finally:
+            self.machine_waited += budget.waited - before
+
+    @staticmethod
+    def sending(budget: Budget | None, res: Reservation | None) -> None:
         """The request of ``res`` is on the wire: its reservation becomes a send."""
-        if res is not None:
-            self._rings[group].mark_sending(res)
+        if budget is not None and res is not None:
+            budget.sending(res)
 
-    def unsent(self, group: Group, res: Reservation | None) -> None:
+    @staticmethod
+    def unsent(budget: Budget | None, res: Reservation | None) -> None:
         """The request of ``res`` never left: give its reservation back."""
-        if res is not None:
-            self._rings[group].release(res)
+        if budget is not None and res is not None:
+            budget.unsent(res)
 
     def existing_gate(self, group: Group) -> ConcurrencyGate | None:
         """The group's gate if a call made one (fixed-concurrency calls never do)."""
@@ -110,5 +129,5 @@ class Pacing:
 
     async def close(self) -> None:
         await self.lag.stop()
-        for ring in self._rings.values():
-            ring.close()
+        for budget in self._budgets.values():
+            await budget.aclose()

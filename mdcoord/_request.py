@@ -231,7 +231,7 @@ class CoordinatorMetadata:
     rate_limited: int = 0
     limiter_wait_s: float = 0.0
     budget_wait_s: float = 0.0
-    rate_budget: str = "process"
+    rate_budget: str = "machine"
     rounds: int = 0
     gaps_found: int = 0
     missing_candles: int = 0

@@ -10,10 +10,12 @@ it.
 
 **In turn.** A process that finds the window full takes a *ticket* (a numbered record in the
 file's queue, with the time by which it promises to look again) and sleeps until the slot its
-place in the queue will get frees up. A free slot goes to the oldest live ticket first, so
-processes that wait are served in the order they came; each process queues one request of a
-group at a time (:class:`MachineBudget` does that), which makes the turns round-robin: with
-eight processes contending, each gets every eighth slot, whatever its concurrency. A ticket
+place in the queue will get frees up. A free slot goes first to the waiting process with the
+fewest requests among the ring's records (the machine's last 64), then to the oldest ticket: a
+newcomer is served at once, and a process that had the window to itself gives way until the
+others catch up. Each process queues one request of a group at a time (:class:`MachineBudget`
+does that), which makes the turns round-robin: with eight processes contending, each gets
+every eighth slot, whatever its concurrency. A ticket
 whose owner died, or did not look again by its promised time (a frozen process, a stalled
 loop), is passed over until its owner is back.
 
@@ -55,7 +57,7 @@ from ._exceptions import InvalidRequestError
 
 __all__ = ["SLOTS", "Budget", "FileRing", "MachineBudget", "Reservation", "Ticket", "default_budget_dir"]
 
-SLOTS = 64  # records kept per group: enough for any rate_limit up to 64 a span
+SLOTS = 64  # records kept per group: a rate_limit above this is kept in shorter windows
 WAITERS = 64  # tickets in the queue (one per waiting process and group; more wait untracked)
 PROCS = 64  # processes whose share is kept (the oldest gone one makes room)
 LEASE_S = 5.0  # a reservation of a live process counts as "now" for at most this long
@@ -201,8 +203,11 @@ class FileRing:
         With a ``ticket``, a caller that has to wait joins the queue (or keeps its place) and
         is served in turn; it must call again after the wait, or :meth:`leave`. Without one it
         only ever takes a slot nobody queued for."""
-        if not 1 <= allowed <= SLOTS or span <= 0:
-            raise InvalidRequestError(f"the machine budget needs 1 <= allowed <= {SLOTS} and span > 0")
+        if allowed < 1 or span <= 0:
+            raise InvalidRequestError(f"the machine budget needs allowed >= 1 and span > 0, got {allowed}, {span}")
+        if allowed > SLOTS:  # more than the ring holds: the same pace in k shorter windows, which
+            k = -(-allowed // SLOTS)  # is stricter (any span is k of them, each holding allowed // k)
+            allowed, span = allowed // k, span / k
         fd = self._open()
         span_ns = int(span * 1e9)
         with _Locked(fd):
@@ -212,9 +217,17 @@ class FileRing:
             mine = self._my_number(state, ticket)
             if mine is None and ticket is not None:
                 ticket.index = -1  # passed over long enough that our record went to another
+            # who goes first: the process with the fewest requests in the ring (the last 64 of
+            # the machine's), then the one that queued first — so a newcomer is served at once
+            # and a process that had the window to itself gives way until the others catch up
+            recent: dict[int, int] = {}
+            for r in state.sends:
+                if self._effective(r, now) is not None:
+                    recent[r[2]] = recent.get(r[2], 0) + 1
+            my_key = (recent.get(self._pid, 0), mine if mine is not None else state.next_ticket)
             ahead = sum(1 for i, w in enumerate(state.waits)
-                        if self._live_wait(w, now) and (mine is None or w[0] < mine)
-                        and not (mine is not None and i == ticket.index))
+                        if self._live_wait(w, now) and not (mine is not None and i == ticket.index)
+                        and (recent.get(w[2], 0), w[0]) < my_key)
             free = allowed - len(times)
             if free > ahead:
                 slot = self._spare(state.sends, now)
@@ -320,6 +333,16 @@ class FileRing:
     def _read_one(self, fd: int, slot: int) -> tuple[int, int, int, int]:
         return _SEND.unpack(os.pread(fd, _SEND.size, _SENDS_AT + slot * _SEND.size))
 
+    def others_between(self, lo: int, hi: int) -> int:
+        """Requests of *other* processes that count in ``(lo, hi]`` (ns): sent then, or
+        reserved and not yet sent — what ``Remaining-Req`` shows besides our own."""
+        fd = self._open()
+        with _Locked(fd):
+            now = self._clock()
+            sends = self._read(fd).sends
+        return sum(1 for r in sends if r[2] != self._pid and (t := self._effective(r, now)) is not None
+                   and (r[3] == PENDING or lo < t <= hi))
+
     def sends(self) -> list[int]:
         """Send times (monotonic ns) in the ring, oldest first: for tests and metrics."""
         fd = self._open()
@@ -367,12 +390,15 @@ class Budget(Protocol):
     """A rate budget shared beyond this process (``rate_budget`` "machine" or a Redis URL).
 
     The client asks it for a slot after its own limiter granted one (:meth:`acquire`), tells it
-    when the request is on the wire (:meth:`sending`) or never left (:meth:`unsent`)."""
+    when the request is on the wire (:meth:`sending`) or never left (:meth:`unsent`), and asks
+    how many of the requests ``Remaining-Req`` counted were the sharing processes'
+    (:meth:`others_between`, on the limiter's clock) before taking them for a stranger's."""
 
     scope: str  # "machine" or "redis"
     waited: float  # seconds this process waited for slots that others held
 
     async def acquire(self, allowed: int, span: float) -> Reservation: ...
+    def others_between(self, lo: float, hi: float) -> int: ...
     def sending(self, res: Reservation) -> None: ...
     def unsent(self, res: Reservation) -> None: ...
     def shares(self) -> list[Share]: ...
@@ -406,6 +432,10 @@ class MachineBudget:
             finally:
                 if ticket.index >= 0:  # cancelled while queued
                     self.ring.leave(ticket)
+
+    def others_between(self, lo: float, hi: float) -> int:
+        """Other processes' requests in ``(lo, hi]``, seconds of the ring's clock."""
+        return self.ring.others_between(int(lo * 1e9), int(hi * 1e9))
 
     def sending(self, res: Reservation) -> None:
         self.ring.mark_sending(res)

@@ -235,7 +235,8 @@ class Client:
 
         self.server_clock.observe(answer.headers.get("Date"))
         remaining = parse_remaining_req(answer.headers.get("Remaining-Req"))
-        if remaining is not None and limiter.observe_remaining(remaining[1], permit):
+        sharing = shared[0].others_between if shared[0] is not None else None
+        if remaining is not None and limiter.observe_remaining(remaining[1], permit, sharing):
             log.debug("group %s: server reports more usage than ours; pausing", group)
         if answer.status == 200:
             return decode(answer.body, answer.content_type, **ctx)

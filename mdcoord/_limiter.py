@@ -197,18 +197,22 @@ class SlidingWindowLimiter:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
         self.pauses += 1
 
-    def observe_remaining(self, remaining: int, permit: Permit) -> bool:
+    def observe_remaining(self, remaining: int, permit: Permit, sharing: Callable[[float, float], int] | None = None) -> bool:
         """Compare the server's ``Remaining-Req: sec=`` with our own count; pause on pressure.
 
         The server counted ``max_requests - remaining`` requests in its window, this one
         included. If that is clearly more than we sent in the window before this request,
         someone else shares the IP's budget (another process, another tool): pause the group
-        for one span so both stay under the limit. Returns True when it paused.
+        for one span so both stay under the limit. Returns True when it paused. ``sharing(lo, hi)``
+        counts the requests that processes sharing our budget (the machine's, or Redis's) sent
+        in that window: they are ours too, not a stranger's.
         """
         # Requests we sent up to a margin *after* this one may have overtaken it on the wire
         # (jitter), so they count as ours too; over-counting ours only makes this less eager.
         lo, hi = permit.sent_at - self.span, permit.sent_at + self.margin
         ours = sum(1 for p in self._permits if p.pending or lo < p.sent_at <= hi)
+        if sharing is not None:
+            ours += sharing(lo, hi)
         # The server counts against *its* limit, which is not our (possibly lowered or raised)
         # max_requests: Upbit's documented 10, or more if it ever reports more left than that.
         self.server_limit = max(self.server_limit, remaining + 1)

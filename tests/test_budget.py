@@ -17,7 +17,7 @@ import threading
 import pytest
 
 from mdcoord import InvalidRequestError
-from mdcoord._budget import LEASE_S, SLOTS, FileRing, _Locked
+from mdcoord._budget import GRACE_S, LEASE_S, SLOTS, FileRing, Ticket, _Locked
 
 S = 1_000_000_000  # ns
 
@@ -89,7 +89,25 @@ def test_bad_limits_are_typed_errors(tmp_path) -> None:  # type: ignore[no-untyp
     with pytest.raises(InvalidRequestError):
         ring.try_acquire(0, 1.0)
     with pytest.raises(InvalidRequestError):
-        ring.try_acquire(SLOTS + 1, 1.0)
+        ring.try_acquire(10, 0.0)
+
+
+def test_a_limit_above_the_ring_is_kept_in_shorter_windows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """1000 a second is 62 in every 1/16 s (16 x 62 = 992: never more than 1000 in a second)."""
+    clock = Clock()
+    ring = FileRing(tmp_path, "h", "g", clock=clock)
+    granted = 0
+    for _ in range(3000):
+        wait, res = ring.try_acquire(1000, 1.0)
+        if res is None:
+            clock.t += int(wait * S)
+            continue
+        ring.mark_sending(res)
+        granted += 1
+        clock.t += 100_000  # 0.1 ms apart when allowed
+    times = ring.sends()
+    assert _max_in_span(times, S // 16) == SLOTS - 2 == 62
+    assert granted > 900
 
 
 # ---------------------------------------------------------------- real processes
@@ -106,6 +124,100 @@ def _worker(directory: str, n: int, allowed: int, span: float, out: "mp.Queue[li
         ring.mark_sending(res)
         sent.append(ring._read_one(ring._open(), res.slot)[0])  # the time the ring recorded
     out.put(sent)
+
+
+# ---------------------------------------------------------------- in turn (the queue)
+class Machine:
+    """Several "processes" (rings with their own pid) on one file and one fake clock."""
+
+    def __init__(self, directory) -> None:  # type: ignore[no-untyped-def]
+        self.clock, self.alive = Clock(), {os.getpid(): True}
+        self.directory = directory
+
+    def process(self, pid: int) -> FileRing:
+        ring = FileRing(self.directory, "h", "candles", clock=self.clock, alive=lambda p: self.alive.get(p, False))
+        ring._open()
+        ring._pid = pid
+        self.alive[pid] = True
+        return ring
+
+    def fill(self, ring: FileRing, n: int, gap_ms: int = 10) -> None:
+        for _ in range(n):
+            _, res = ring.try_acquire(10, 1.0)
+            assert res is not None
+            ring.mark_sending(res)
+            self.clock.t += gap_ms * S // 1000
+
+
+def test_a_full_window_is_handed_out_in_the_order_processes_came(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    m = Machine(tmp_path)
+    a, b, c = m.process(101), m.process(102), m.process(103)
+    m.fill(m.process(100), 10)  # sends at 0, 10, ..., 90 ms; now = 100 ms
+    tickets = {r: Ticket() for r in (a, b, c)}
+    waits = {r: r.try_acquire(10, 1.0, tickets[r])[0] for r in (a, b, c)}  # a, b, c queue in this order
+    # each is told when *its* slot frees: a the first send's, b the second's, c the third's
+    assert [round(waits[r], 3) for r in (a, b, c)] == [0.9, 0.91, 0.92]
+    m.clock.t += int(0.9 * S)  # the first slot frees; c and b look first, but a came first
+    assert c.try_acquire(10, 1.0, tickets[c])[1] is None
+    assert b.try_acquire(10, 1.0, tickets[b])[1] is None
+    assert a.try_acquire(10, 1.0, tickets[a])[1] is not None
+    m.clock.t += S // 100  # the second slot: b's
+    assert c.try_acquire(10, 1.0, tickets[c])[1] is None
+    assert b.try_acquire(10, 1.0, tickets[b])[1] is not None
+    m.clock.t += S // 100
+    assert c.try_acquire(10, 1.0, tickets[c])[1] is not None
+    assert all(t.index == -1 for t in tickets.values())  # served tickets leave the queue
+
+
+def test_a_newcomer_does_not_jump_the_queue(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    m = Machine(tmp_path)
+    a, late = m.process(101), m.process(102)
+    m.fill(m.process(100), 10)
+    ta = Ticket()
+    assert a.try_acquire(10, 1.0, ta)[1] is None
+    m.clock.t += int(0.9 * S)  # a slot frees while a sleeps until that moment
+    assert late.try_acquire(10, 1.0, Ticket())[1] is None  # a queued for it
+    assert late.try_acquire(10, 1.0)[1] is None  # with or without a ticket
+    assert a.try_acquire(10, 1.0, ta)[1] is not None
+
+
+def test_a_dead_or_overdue_waiter_is_passed_over_and_keeps_its_place(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    m = Machine(tmp_path)
+    dead, slow, b = m.process(101), m.process(102), m.process(103)
+    m.fill(m.process(100), 10)
+    td, ts, tb = Ticket(), Ticket(), Ticket()
+    for ring, t in ((dead, td), (slow, ts), (b, tb)):
+        assert ring.try_acquire(10, 1.0, t)[1] is None
+    m.alive[101] = False  # killed while queued: its ticket holds nobody up
+    m.clock.t += int((0.91 + GRACE_S + 0.01) * S)  # two slots free; slow overslept its promise
+    assert b.try_acquire(10, 1.0, tb)[1] is not None
+    assert slow.try_acquire(10, 1.0, ts)[1] is not None  # back: still queued, served
+    m.clock.t += int((LEASE_S + 1) * S)  # (their reservations, never marked sent, lapse)
+    t2 = Ticket()
+    m.fill(m.process(100), 10)
+    assert b.try_acquire(10, 1.0, t2)[1] is None
+    b.leave(t2)  # cancelled while queued: nobody waits for it
+    assert t2.index == -1
+    m.clock.t += S
+    assert slow.try_acquire(10, 1.0, Ticket())[1] is not None
+
+
+def test_each_process_share_is_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    m = Machine(tmp_path)
+    a, b = m.process(101), m.process(102)
+    for _ in range(3):
+        assert a.try_acquire(10, 1.0, Ticket())[1] is not None
+    assert b.try_acquire(10, 1.0, Ticket())[1] is not None
+    m.fill(m.process(100), 6)
+    t = Ticket()
+    wait, _ = b.try_acquire(10, 1.0, t)
+    m.clock.t += int(wait * S)
+    assert b.try_acquire(10, 1.0, t)[1] is not None
+    shares = {s.pid: s for s in a.shares()}
+    assert shares[101].grants == 3 and shares[102].grants == 2
+    assert shares[101].waited_s == 0 and shares[102].waited_s == pytest.approx(wait)
+    m.alive[101] = False
+    assert {s.pid: s.alive for s in a.shares()} == {101: False, 102: True}
 
 
 def _max_in_span(times: list[int], span_ns: int) -> int:
@@ -199,32 +311,186 @@ print(len(df), m["budget_wait_s"], flush=True)
 """
 
 
-def test_processes_on_the_machine_budget_share_one_window(tmp_path, exchange) -> None:  # type: ignore[no-untyped-def]
-    """Four processes at the default rate_limit=10, started together: by the exchange's own log,
-    at most 10 candle requests in any second and no 429, and every frame exact."""
+MARKETS8 = ["KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "KRW-ADA", "KRW-TRX", "KRW-LINK"]
+RANGE = ("2026-11-10T00:00:00Z", "2026-11-11T09:20:00Z")  # 2000 minutes: 10 pages a market
+
+
+def _children(exchange, markets: list[str], budget_dir) -> list:  # type: ignore[no-untyped-def]
+    """One process per market, each at default settings (but the rig's jitter), imported and
+    waiting on stdin; returns them unreleased."""
     import subprocess
     import sys
 
-    from .conftest import RIG_JITTER, assert_same_candles, truth
+    from .conftest import RIG_JITTER
 
-    exchange.reset_rate_limits()
-    exchange.clear_log()
-    markets = ["KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL"]
-    start, end = "2026-11-10T00:00:00Z", "2026-11-11T09:20:00Z"  # 2000 minutes: 10 pages each
-    env = {**os.environ, "MDCOORD_BUDGET_DIR": str(tmp_path)}
-    kids = [subprocess.Popen([sys.executable, "-c", CHILD, m, start, end, exchange.base_url, str(RIG_JITTER)],
+    env = {**os.environ, "MDCOORD_BUDGET_DIR": str(budget_dir)}
+    return [subprocess.Popen([sys.executable, "-c", CHILD, m, *RANGE, exchange.base_url, str(RIG_JITTER)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             for m in markets]
-    outs = [k.communicate("go\n", timeout=300) for k in kids]
+
+
+def _release(kids: list) -> None:  # type: ignore[type-arg]
+    """Let every child go at once (communicate() would run them one after the other)."""
+    for k in kids:
+        k.stdin.write("go\n")
+        k.stdin.flush()
+
+
+def _candle_log(exchange) -> list[str]:  # type: ignore[no-untyped-def]
+    """The markets of the candle requests, in the order the exchange received them."""
+    return [r.query["market"] for r in sorted(exchange.log, key=lambda r: r.arrival) if r.group == "candles"]
+
+
+def _check_frames(exchange, markets: list[str], outs: list[str]) -> None:  # type: ignore[no-untyped-def]
+    import mdcoord
+
+    from .conftest import assert_same_candles, truth
+
+    for m, out in zip(markets, outs, strict=True):
+        want = truth(exchange, m, "1m", *RANGE)
+        assert_same_candles(mdcoord.candles(m, "1m", start=RANGE[0], end=RANGE[1], base_url=exchange.base_url), want)
+        assert int(out.split()[0]) == len(want)
+
+
+def test_eight_processes_share_one_window_and_take_turns(tmp_path, exchange) -> None:  # type: ignore[no-untyped-def]
+    """Eight processes at default settings, released together: by the exchange's own log, at
+    most 10 candle requests in any second, no 429, every frame exact, and the budget handed out
+    in turn — each process among the first three rounds, none finishing (its last request's
+    place in the log) later than 1.25 x the average."""
+    exchange.reset_rate_limits()
+    exchange.clear_log()
+    kids = _children(exchange, MARKETS8, tmp_path)
+    _release(kids)
+    outs = [k.communicate(timeout=300) for k in kids]
     assert all(k.returncode == 0 for k in kids), [o[1][-2000:] for o in outs]
     assert exchange.count(status=429) == 0 and exchange.count(status=418) == 0
     assert exchange.max_in_window("candles") <= 10
-    assert exchange.count(group="candles") >= 4 * 10
-    for m, (out, _) in zip(markets, outs, strict=True):
-        import mdcoord
+    order = _candle_log(exchange)
+    assert sorted(set(order)) == sorted(MARKETS8) and len(order) >= 8 * 10
+    first = {m: order.index(m) for m in MARKETS8}
+    last = {m: len(order) - 1 - order[::-1].index(m) for m in MARKETS8}
+    assert max(first.values()) < 3 * len(MARKETS8), first
+    mean_last = sum(last.values()) / len(last)
+    assert max(last.values()) <= 1.25 * mean_last, last
+    _check_frames(exchange, MARKETS8, [o for o, _ in outs])
+    assert sum(float(o.split()[1]) for o, _ in outs) > 0  # 80 requests at 10 a second among eight: they waited
 
-        df = mdcoord.candles(m, "1m", start=start, end=end, base_url=exchange.base_url)
-        assert_same_candles(df, truth(exchange, m, "1m", start, end))
-        assert int(out.split()[0]) == len(df)
-    waited = [float(out.split()[1]) for out, _ in outs]
-    assert sum(waited) > 0  # 40 requests at 10 a second among four: someone waited for the others
+
+def test_processes_killed_at_random_points_never_make_the_others_exceed(tmp_path, exchange) -> None:  # type: ignore[no-untyped-def]
+    """Six processes share the machine's budget; three are SIGKILLed at random moments of the
+    run (holding the file's lock, queued, between reserving and sending, after sending: wherever
+    they are). By the exchange's log the survivors never exceed 10 in any second and draw no
+    429, and they finish with exact frames."""
+    import random
+    import time
+
+    exchange.reset_rate_limits()
+    exchange.clear_log()
+    markets = MARKETS8[:6]
+    kids = _children(exchange, markets, tmp_path)
+    _release(kids)
+    rng = random.Random()
+    victims = rng.sample(range(len(kids)), 3)
+    exchange.wait_for(lambda: exchange.count(group="candles") >= 6, timeout=120, what="the first requests")
+    for v in victims:
+        time.sleep(rng.uniform(0.0, 1.5))  # a random point of the run: input, not an assertion
+        kids[v].kill()
+    survivors = [i for i in range(len(kids)) if i not in victims]
+    outs = {i: kids[i].communicate(timeout=300) for i in survivors}
+    for v in victims:
+        kids[v].wait(30)
+    assert all(kids[i].returncode == 0 for i in survivors), [o[1][-2000:] for o in outs.values()]
+    assert exchange.count(status=429) == 0 and exchange.count(status=418) == 0
+    assert exchange.max_in_window("candles") <= 10
+    _check_frames(exchange, [markets[i] for i in survivors], [outs[i][0] for i in survivors])
+    from mdcoord._config import source_name
+
+    ring = FileRing(tmp_path, source_name(exchange.base_url), "candles")
+    assert ring.path.exists(), "the children used another ring file"
+    wait, res = ring.try_acquire(10, 1.0)  # what the dead left behind holds a slot one window at most
+    assert res is not None or wait <= 1.0
+
+
+def test_metrics_show_the_budget_its_scope_and_each_process_share(ex) -> None:  # type: ignore[no-untyped-def]
+    import mdcoord
+    from mdcoord._config import source_name
+
+    ex.reset_rate_limits()
+    mdcoord.reset_metrics()
+    df = mdcoord.candles("KRW-BTC", "1m", start=RANGE[0], end="2026-11-10T10:00:00Z", base_url=ex.base_url)
+    assert df.attrs["mdcoord"]["rate_budget"] == "machine"
+    source = source_name(ex.base_url)
+    row = mdcoord.metrics().loc[(source, "candles")]
+    assert row["budget"] == "machine" and row["budget_wait_s"] >= 0
+    shares = mdcoord.metrics("budget").loc[(source, "candles")]
+    mine = shares[shares["this_process"]]
+    assert len(mine) == 1 and mine.index[0] == os.getpid() and bool(mine["alive"].iloc[0])
+    assert mine["grants"].iloc[0] >= df.attrs["mdcoord"]["requests_sent"] > 0
+    assert shares["share"].sum() == pytest.approx(1.0)
+    with mdcoord.set_options(rate_budget="process"):
+        m = mdcoord.candles("KRW-ETH", "1m", start=RANGE[0], end="2026-11-10T01:00:00Z", base_url=ex.base_url)
+    assert m.attrs["mdcoord"]["rate_budget"] == "process" and m.attrs["mdcoord"]["budget_wait_s"] == 0
+
+
+def test_the_budget_is_chosen_by_option_then_environment_then_machine(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import mdcoord
+    from mdcoord._config import budget_label, resolve_rate_budget
+
+    monkeypatch.delenv("MDCOORD_RATE_BUDGET", raising=False)
+    assert resolve_rate_budget() == "machine"
+    monkeypatch.setenv("MDCOORD_RATE_BUDGET", "process")
+    assert resolve_rate_budget() == "process"
+    with mdcoord.set_options(rate_budget="machine"):
+        assert resolve_rate_budget() == "machine"
+    monkeypatch.setenv("MDCOORD_RATE_BUDGET", "sometimes")
+    with pytest.raises(InvalidRequestError, match="MDCOORD_RATE_BUDGET"):
+        resolve_rate_budget()
+    with pytest.raises(InvalidRequestError, match="rate_budget must be"):
+        mdcoord.set_options(rate_budget="proces")
+    assert budget_label("redis://:secret@db.lan:6380/2") == "redis://db.lan:6380/2"
+
+
+def test_requests_of_processes_sharing_the_budget_are_not_taken_for_a_strangers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Remaining-Req counts every request of the address. Seven of the ten it counted were sent
+    by another process through the same machine budget: no pressure, no pause, no smaller
+    share. Seven sent by a stranger (not in the ring) are."""
+    import asyncio
+
+    from mdcoord._budget import MachineBudget
+    from mdcoord._limiter import SlidingWindowLimiter
+
+    m = Machine(tmp_path)
+    now = lambda: m.clock.t / S  # noqa: E731 - the limiter's clock, in seconds of the ring's
+    lim = SlidingWindowLimiter(10, 1.0, 0.05, clock=now)
+    ours = MachineBudget(m.process(os.getpid()))
+    m.fill(m.process(4242), 7)  # the other process: 7 sends, 10 ms apart
+
+    async def one() -> object:
+        p = await lim.acquire()
+        res = await ours.acquire(10, lim.span)
+        ours.sending(res)
+        lim.mark_sent(p)
+        return p
+
+    permits = [asyncio.run(one()) for _ in range(3)]
+    assert lim.observe_remaining(0, permits[-1], ours.others_between) is False  # type: ignore[arg-type]
+    assert lim.pauses == 0 and lim.share is None
+    assert lim.observe_remaining(0, permits[-1]) is True  # (without the ring: a stranger's)
+
+
+def test_a_process_that_had_the_window_gives_way_to_one_that_had_none(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Who had fewer of the machine's recent requests goes first, then who queued first: a
+    process that filled the window alone does not keep it once others wait."""
+    m = Machine(tmp_path)
+    busy, newcomer, other = m.process(101), m.process(102), m.process(103)
+    m.fill(busy, 10)  # busy had the whole window
+    tb, tn, to = Ticket(), Ticket(), Ticket()
+    assert busy.try_acquire(10, 1.0, tb)[1] is None  # busy queues first...
+    assert other.try_acquire(10, 1.0, to)[1] is None
+    assert newcomer.try_acquire(10, 1.0, tn)[1] is None
+    m.clock.t += int(0.91 * S)  # two slots free
+    assert busy.try_acquire(10, 1.0, tb)[1] is None  # ...but the two with none go first
+    assert other.try_acquire(10, 1.0, to)[1] is not None
+    assert newcomer.try_acquire(10, 1.0, tn)[1] is not None
+    m.clock.t += S // 100
+    assert busy.try_acquire(10, 1.0, tb)[1] is not None

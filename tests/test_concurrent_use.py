@@ -128,6 +128,7 @@ def _child(base_url: str, cache_dir: str, out: str, shift: int, report: Connecti
     budget; writes what it got for the parent to check, and reports its own figures and the local
     ports of its connections (after every call: a connection that idles long is closed) on ``report``."""
     mdcoord.set_options(progress=False, cache=True, cache_dir=cache_dir, base_url=base_url, rate_limit=3,
+                        rate_budget="process",  # the opt-out, made safe by shares that add up to <= 10
                         rate_margin=RIG_JITTER)  # (conftest.py: a child does not inherit set_options)
     got, ports = {}, set()
     order = CANDLE_RANGES[shift:] + CANDLE_RANGES[:shift]
@@ -165,7 +166,8 @@ def most_in_any_second(arrivals: list[float]) -> int:
 
 
 def test_three_processes_sharing_one_ip_budget(ex: Exchange, tmp_path: Path) -> None:
-    """Three processes, each at ``rate_limit=3``, fetch overlapping candle and trade ranges of the
+    """Three processes, each with a budget of its own (``rate_budget="process"``, the opt-out) and
+    a share of it (``rate_limit=3``), fetch overlapping candle and trade ranges of the
     same markets into one cache at once: every result is exact, the cache holds nothing twice,
     the exchange — which sees one IP — never counts more than 10 in a second of a group, and,
     telling the processes apart by their connections, never more than 3 of any one process —

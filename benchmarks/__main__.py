@@ -10,7 +10,11 @@ Sections (each also runs alone, see its module):
 5. ``simcold``   — the embedded exchange's first answer per endpoint, a fresh process per run
    (bench_sim_cold.py; no latency: it measures the simulator, not a client);
 6. ``budget``    — the shared budget's building block: FileRing vs pyrate-limiter vs limits
-   (bench_budget_stores.py; needs the ``bench`` extra; not in the default run — ``--only budget``).
+   (bench_budget_stores.py; needs the ``bench`` extra; not in the default run — ``--only budget``);
+7. ``processes`` — many mdcoord processes under the machine budget: (a) 8 x 20,000 candles started
+   together, (b) 1-16 processes x 3,000 candles, (c) one process, ``rate_budget="process"`` vs
+   ``"machine"`` (bench_budget_processes.py; ~17 minutes, so not in the default run —
+   ``--only processes``, ``--process-cells a b c`` to pick cells; its cells all get ``--long-runs``).
 
 All at injected latency 30, 150 and 300 ms against the embedded exchange on 127.0.0.1.
 ``--runs`` (default 3) runs of every short cell; the long, rate-limit-bound cells — the
@@ -21,6 +25,7 @@ and 2000 candles, a 60-request job, 20 tickers, 100,000 rows) to check that the 
 Raw results go to ``benchmarks/results/run-<UTC time>.json`` (ignored by git).
 
     python -m benchmarks [--runs 3] [--long-runs 1] [--quick] [--only compare rate snapshots micro]
+                         [--process-cells a b c]
 """
 
 from __future__ import annotations
@@ -33,11 +38,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_budget_stores, bench_compare, bench_micro, bench_rate, bench_sim_cold, bench_snapshots
+from benchmarks import (
+    bench_budget_processes,
+    bench_budget_stores,
+    bench_compare,
+    bench_micro,
+    bench_rate,
+    bench_sim_cold,
+    bench_snapshots,
+)
 from benchmarks._common import LATENCIES, machine_info, ms
 
-SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "budget")
-DEFAULT_SECTIONS = SECTIONS[:-1]  # budget needs the optional libraries: asked for by name
+SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "budget", "processes")
+# budget needs the optional libraries, processes takes ~17 minutes: both asked for by name
+DEFAULT_SECTIONS = SECTIONS[:-2]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -68,6 +82,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = bench_snapshots.bench(runs, list(LATENCIES), 20 if q else 189, log=log)
         elif section == "budget":
             out = bench_budget_stores.bench(300 if q else 3000, 0.6 if q else 3.0, 1.0 if q else 4.0, log=log)
+        elif section == "processes":
+            out = bench_budget_processes.bench(long_runs, list(LATENCIES), args.process_cells, quick=q, log=log)
         elif section == "simcold":
             out = bench_sim_cold.bench(runs, 3, ["market_all", "ticker_1", "trades_500"] if q else None, log=log)
         else:
@@ -100,6 +116,8 @@ def headline(report: dict[str, Any]) -> list[str]:
                     parts.append(f"{s['median_ratio_to_mdcoord']:.2f}x at {ms(c['latency_s'])}" if s["complete_and_correct"]
                                  else f"failed at {ms(c['latency_s'])}")
             lines.append(f"- {bench_compare.LABELS[other]} wall ÷ mdcoord's ({big:,} candles): " + ", ".join(parts))
+    if "processes" in res:
+        lines += bench_budget_processes.headline(res["processes"])
     return lines
 
 
@@ -129,6 +147,8 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["", "### The embedded exchange, cold", "", bench_sim_cold.table(res["simcold"])]
     if "budget" in res:
         out += ["", "### The shared budget's building block", "", bench_budget_stores.table(res["budget"])]
+    if "processes" in res:
+        out += ["", "### Many processes, one machine budget", "", bench_budget_processes.table(res["processes"])]
     return "\n".join(out)
 
 
@@ -138,6 +158,8 @@ def main() -> int:
     ap.add_argument("--long-runs", type=int, default=1, help="runs of the long, rate-bound cells (default 1)")
     ap.add_argument("--quick", action="store_true", help="1 run of small sizes: checks the scripts, not speed")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS))
+    ap.add_argument("--process-cells", nargs="+", choices=bench_budget_processes.CELLS,
+                    default=list(bench_budget_processes.CELLS), help="cells of the processes section (default a b c)")
     ap.add_argument("--out", type=Path, default=None, help="where to write the raw JSON "
                     "(default benchmarks/results/run-<UTC time>.json)")
     args = ap.parse_args()

@@ -139,10 +139,10 @@ def machine_info() -> dict[str, Any]:
 
 
 # -- ground truth ------------------------------------------------------------------------------------
-def truth_candles(ex: Exchange, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """The exchange model's 1m candles of MARKET with ``start <= time < end`` (``end`` may reach
+def truth_candles(ex: Exchange, start: pd.Timestamp, end: pd.Timestamp, market: str = MARKET) -> pd.DataFrame:
+    """The exchange model's 1m candles of ``market`` with ``start <= time < end`` (``end`` may reach
     past NOW: the forming candle is then the last row), indexed by tz-aware UTC ``time``."""
-    rows = ex.market.candles(MARKET, "minutes", 1, start.to_pydatetime(), end.to_pydatetime())
+    rows = ex.market.candles(market, "minutes", 1, start.to_pydatetime(), end.to_pydatetime())
     raw = pd.DataFrame(rows)
     out = pd.DataFrame(
         {
@@ -158,8 +158,9 @@ def truth_candles(ex: Exchange, start: pd.Timestamp, end: pd.Timestamp) -> pd.Da
     return out.set_index("time").sort_index()
 
 
-def check_candles(got: pd.DataFrame | None, ex: Exchange, start: pd.Timestamp, closed_wanted: int) -> dict[str, Any]:
-    """Compare what a client returned with the exchange's truth.
+def check_candles(got: pd.DataFrame | None, ex: Exchange, start: pd.Timestamp, closed_wanted: int,
+                  market: str = MARKET) -> dict[str, Any]:
+    """Compare what a client returned with the exchange's truth (of ``market``).
 
     ``got``: indexed by tz-aware UTC candle start, with (some of) ``open high low close volume
     value``. ``start``: the first candle start the client was asked for (so a short answer
@@ -174,7 +175,7 @@ def check_candles(got: pd.DataFrame | None, ex: Exchange, start: pd.Timestamp, c
     idx = got.index
     forming = int((idx == FORMING).sum())
     dup = int(idx.duplicated().sum())
-    want = truth_candles(ex, start, FORMING + pd.Timedelta(minutes=1))
+    want = truth_candles(ex, start, FORMING + pd.Timedelta(minutes=1), market)
     closed_truth = want.index[want.index < FORMING]
     present = idx[~idx.duplicated()]
     missing = int((~closed_truth.isin(present)).sum())

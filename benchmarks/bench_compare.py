@@ -166,12 +166,12 @@ def closed_wanted(client: str, n: int) -> int:
     return n - 1 if client == "pyupbit" else n
 
 
-def start_wanted(ex: Exchange, client: str, n: int) -> pd.Timestamp:
-    """The first candle start a complete answer reaches back to."""
+def start_wanted(ex: Exchange, client: str, n: int, market: str = MARKET) -> pd.Timestamp:
+    """The first candle start a complete answer (of ``market``) reaches back to."""
     if client == "ccxt":  # time-based: `since` = N minutes before the forming minute
         return FORMING - pd.Timedelta(minutes=n)
     want = closed_wanted(client, n)  # count-based: the want-th newest closed candle
-    rows = ex.market.candles(MARKET, "minutes", 1, (FORMING - pd.Timedelta(minutes=3 * want + 10)).to_pydatetime(),
+    rows = ex.market.candles(market, "minutes", 1, (FORMING - pd.Timedelta(minutes=3 * want + 10)).to_pydatetime(),
                              FORMING.to_pydatetime())
     return pd.Timestamp(rows[want - 1]["candle_date_time_utc"], tz="UTC") if len(rows) >= want else FORMING
 

@@ -57,11 +57,15 @@ from benchmarks.bench_compare import start_wanted
 COUNT = 119_800  # -> 600 requests
 
 
-def one_run(count: int, latency: float, check: bool = True, jitter: float | None = None) -> dict[str, Any]:
+def one_run(count: int, latency: float, check: bool = True, jitter: float | None = None,
+            options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One fresh exchange, one ``mdcoord.candles`` call; ``options`` are passed to it (e.g.
+    ``{"rate_budget": "process"}`` for bench_budget_processes' before/after)."""
     with exchange(latency, jitter) as ex:
         mdcoord.reset_metrics()
         t0 = time.perf_counter()
-        df = mdcoord.candles(MARKET, "1m", count=count, base_url=ex.base_url, cache=False, progress=False)
+        df = mdcoord.candles(MARKET, "1m", count=count, base_url=ex.base_url, cache=False, progress=False,
+                             **(options or {}))
         wall = time.perf_counter() - t0
         # the log is in order of logging, which can differ from arrival order by a hair
         arrivals = sorted(r.arrival for r in ex.log if r.group == "candles")
@@ -88,6 +92,7 @@ def one_run(count: int, latency: float, check: bool = True, jitter: float | None
             "server_floor_s": server_floor,
             "strict_efficiency": server_floor / wall,
             "limiter_wait_s_summed": meta["limiter_wait_s"],
+            "budget_wait_s": meta.get("budget_wait_s"),
             "rows": len(df),
         }
         if check:

@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 
 from benchmarks import __main__ as run_all
-from benchmarks import bench_compare, bench_micro, bench_rate, bench_sim_cold, bench_snapshots
+from benchmarks import bench_budget_processes, bench_compare, bench_micro, bench_rate, bench_sim_cold, bench_snapshots
 
 
 def quiet(_: str) -> None:
@@ -28,6 +28,10 @@ def test_benchmark_sections_run_and_render() -> None:
             "micro": {"aggregation": bench_micro.bench_aggregation(1, 10_000),
                       "json_to_frame": bench_micro.bench_json(1)},
             "simcold": bench_sim_cold.bench(1, 1, ["market_all", "instruments_5"], log=quiet),
+            # worker processes start together: 3 x 400 candles (3 requests each), then 1 and 2; one
+            # process, 10 requests. No cell sends more than 10, so a 429 is a bug, never load.
+            "processes": bench_budget_processes.bench(1, [0.0], log=quiet,
+                                                      sizes={"a": (3, 400), "b": ((1, 2), 400), "c": (1800, 400)}),
         },
     }
     for cell in report["results"]["compare"].values():
@@ -35,12 +39,23 @@ def test_benchmark_sections_run_and_render() -> None:
             assert cell["clients"][name]["complete_and_correct"], cell["clients"][name]["verdicts"]
     assert next(iter(report["results"]["rate"].values()))["requests"] == 10
     assert all(c["verdicts"] == ["yes"] for c in report["results"]["snapshots"]["cells"].values())
+    procs = report["results"]["processes"]
+    cells = [*procs["acceptance"].values(), *procs["scaling"].values()]
+    assert [c["procs"] for c in cells] == [3, 1, 2]
+    for c in cells:  # every process's frame exact, nobody over the limit
+        assert c["exact"] and c["429s"] == 0 and c["418s"] == 0, c
+        assert all(w["requests"] == 3 and not w["error"] for r in c["runs"] for w in r["workers"])
+    for c in procs["single"].values():
+        for budget in ("process", "machine"):
+            assert c[budget]["exact"] and c[budget]["429s"] == 0, c[budget]
+    assert next(iter(procs["single"].values()))["process"]["requests"] == 10
     text = run_all.markdown(report)
     for heading in ("mdcoord vs pyupbit vs ccxt", "Rate-limit efficiency", "Tickers, orderbooks", "Micro-benchmarks",
-                    "The embedded exchange, cold"):
+                    "The embedded exchange, cold", "Many processes, one machine budget"):
         assert heading in text
 
 
-@pytest.mark.parametrize("module", [bench_compare, bench_rate, bench_snapshots, bench_micro, bench_sim_cold, run_all])
+@pytest.mark.parametrize("module", [bench_compare, bench_rate, bench_snapshots, bench_micro, bench_sim_cold,
+                                    bench_budget_processes, run_all])
 def test_scripts_have_a_main(module: object) -> None:
     assert callable(module.main)

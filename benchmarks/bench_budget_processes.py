@@ -17,7 +17,7 @@ default is the default.
 
 Cells (``--cells``):
 
-- **a, acceptance**: 8 processes x 20,000 candles (101 requests each). Reported: 429s and 418s
+- **a, acceptance**: 8 processes x 20,000 candles (101 requests each on a liquid market, more on a thin one). Reported: 429s and 418s
   (all groups), the most candle requests the exchange saw in any 1 s, whether every frame is
   exact (``_common.check_candles`` against the exchange's model of that market), **wall ÷
   bound** — the last finish after the common start ÷ (candle requests / 10 s) (target <= 1.10)

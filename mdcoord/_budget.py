@@ -353,8 +353,10 @@ class FileRing:
         """What each process that waited its turn got (grants through the queue), newest first."""
         # (its own descriptor: a flock is shared by the threads using one, and metrics are read
         # from the user's thread while the loop thread uses the ring)
-        self._open()
-        fd = os.open(self.path, os.O_RDWR)
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:  # (its folder was removed: nothing to show)
+            return []
         try:
             with _Locked(fd):
                 procs = self._read(fd).procs
@@ -397,7 +399,7 @@ class Budget(Protocol):
     scope: str  # "machine" or "redis"
     waited: float  # seconds this process waited for slots that others held
 
-    async def acquire(self, allowed: int, span: float) -> Reservation: ...
+    async def acquire(self, allowed: int, span: float) -> tuple[Reservation, float]: ...
     def others_between(self, lo: float, hi: float) -> int: ...
     def sending(self, res: Reservation) -> None: ...
     def unsent(self, res: Reservation) -> None: ...
@@ -417,16 +419,21 @@ class MachineBudget:
         self._turn: asyncio.Lock | None = None
         self.waited = 0.0
 
-    async def acquire(self, allowed: int, span: float) -> Reservation:
+    async def acquire(self, allowed: int, span: float) -> tuple[Reservation, float]:
+        """A slot: ``(reservation, seconds waited for slots others held)`` — the waits of one
+        request in the queue; the time it spent behind this process's own queued request is
+        counted by that one's."""
         if self._turn is None:
             self._turn = asyncio.Lock()
         async with self._turn:
             ticket = Ticket()
+            waited = 0.0
             try:
                 while True:
                     wait, res = self.ring.try_acquire(allowed, span, ticket)
                     if res is not None:
-                        return res
+                        return res, waited
+                    waited += wait
                     self.waited += wait
                     await self._sleep(wait)
             finally:

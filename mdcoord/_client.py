@@ -148,10 +148,8 @@ class Client:
         waited_before = limiter.waited
         permit = await limiter.acquire()
         try:
-            machine_before = self.pacing.machine_waited
             budget = self.pacing.budget(group, options)
-            reservation = await self.pacing.reserve(budget, limiter)
-            waited_machine = self.pacing.machine_waited - machine_before
+            reservation, waited_machine = await self.pacing.reserve(budget, limiter)
             stats.limiter_wait_s += waited_machine
             stats.budget_wait_s += waited_machine
             if waited_machine:

@@ -116,6 +116,11 @@ class Metrics:
     def watch_budget(self, source: str, group: str, budget: Any) -> None:
         self._budgets[(source, group)] = budget
 
+    def unwatch_budget(self, source: str, group: str, budget: Any) -> None:
+        """The client of ``budget`` closed: stop listing it (unless another took its place)."""
+        if self._budgets.get((source, group)) is budget:
+            del self._budgets[(source, group)]
+
     def retry(self, source: str, group: str) -> None:
         g = self.group(source, group)
         with self._lock:

@@ -42,8 +42,6 @@ class Pacing:
         self._limiters: dict[Group, SlidingWindowLimiter] = {}
         self._gates: dict[Group, ConcurrencyGate] = {}
         self._budgets: dict[tuple[Group, str], Budget] = {}
-        #: Seconds spent waiting for the shared budget (slots taken by other processes).
-        self.machine_waited = 0.0
         #: Watches the event loop while requests are underway; a stall shrinks every gate.
         self.lag = LoopLagMonitor(self._on_stall)
         METRICS.watch_lag(source, self.lag)
@@ -94,16 +92,14 @@ class Pacing:
             METRICS.watch_budget(self._source, group.value, budget)
         return budget
 
-    async def reserve(self, budget: Budget | None, limiter: SlidingWindowLimiter) -> Reservation | None:
+    async def reserve(self, budget: Budget | None, limiter: SlidingWindowLimiter) -> tuple[Reservation | None, float]:
         """Wait for a slot of the shared ``budget`` (after this process's own limiter granted
-        one) and reserve it; None without a shared budget."""
+        one) and reserve it: ``(reservation, seconds this request waited for slots others
+        held)``; ``(None, 0.0)`` without a shared budget. (The budget queues one request of the
+        process at a time, so the waits of a call's requests add up to wall time, not more.)"""
         if budget is None:
-            return None
-        before = budget.waited
-        try:
-            return await budget.acquire(limiter.allowed, limiter.span)
-        finally:
-            self.machine_waited += budget.waited - before
+            return None, 0.0
+        return await budget.acquire(limiter.allowed, limiter.span)
 
     @staticmethod
     def sending(budget: Budget | None, res: Reservation | None) -> None:
@@ -129,5 +125,6 @@ class Pacing:
 
     async def close(self) -> None:
         await self.lag.stop()
-        for budget in self._budgets.values():
+        for (group, _), budget in self._budgets.items():
+            METRICS.unwatch_budget(self._source, group.value, budget)
             await budget.aclose()

@@ -467,7 +467,7 @@ def test_requests_of_processes_sharing_the_budget_are_not_taken_for_a_strangers(
 
     async def one() -> object:
         p = await lim.acquire()
-        res = await ours.acquire(10, lim.span)
+        res, _ = await ours.acquire(10, lim.span)
         ours.sending(res)
         lim.mark_sent(p)
         return p
@@ -494,3 +494,30 @@ def test_a_process_that_had_the_window_gives_way_to_one_that_had_none(tmp_path) 
     assert newcomer.try_acquire(10, 1.0, tn)[1] is not None
     m.clock.t += S // 100
     assert busy.try_acquire(10, 1.0, tb)[1] is not None
+
+
+def test_the_wait_for_others_is_wall_time_not_a_sum_over_requests(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Three requests of one process wait together behind another process's full window: each
+    is told only its own time in the queue, and together they waited no longer than the time
+    that passed."""
+    import asyncio
+
+    from mdcoord._budget import MachineBudget
+
+    m = Machine(tmp_path)
+    m.fill(m.process(4242), 10, gap_ms=0)  # someone else's full window, all sent at t0
+
+    async def sleep(seconds: float) -> None:
+        m.clock.t += int(seconds * S)
+        await asyncio.sleep(0)
+
+    ours = MachineBudget(m.process(os.getpid()), sleep)
+    t0 = m.clock.t
+
+    async def go() -> list[float]:
+        got = await asyncio.gather(*(ours.acquire(3, 1.0) for _ in range(3)))
+        return [w for _, w in got]
+
+    waits = asyncio.run(go())
+    assert sum(waits) <= (m.clock.t - t0) / S + 1e-9
+    assert ours.waited == pytest.approx(sum(waits)) and waits[0] > 0

@@ -521,3 +521,28 @@ def test_the_wait_for_others_is_wall_time_not_a_sum_over_requests(tmp_path) -> N
     waits = asyncio.run(go())
     assert sum(waits) <= (m.clock.t - t0) / S + 1e-9
     assert ours.waited == pytest.approx(sum(waits)) and waits[0] > 0
+
+
+def test_a_stranger_beside_the_sharing_processes_is_still_seen(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two of the ten requests Remaining-Req counted are another mdcoord process's (in the ring),
+    three ours, five nobody's we know: someone else uses the address — pause, as before."""
+    import asyncio
+
+    from mdcoord._budget import MachineBudget
+    from mdcoord._limiter import SlidingWindowLimiter
+
+    m = Machine(tmp_path)
+    lim = SlidingWindowLimiter(10, 1.0, 0.05, clock=lambda: m.clock.t / S)
+    ours = MachineBudget(m.process(os.getpid()))
+    m.fill(m.process(4242), 2)
+
+    async def one() -> object:
+        p = await lim.acquire()
+        res, _ = await ours.acquire(10, lim.span)
+        ours.sending(res)
+        lim.mark_sent(p)
+        return p
+
+    permits = [asyncio.run(one()) for _ in range(3)]
+    assert lim.observe_remaining(0, permits[-1], ours.others_between) is True  # type: ignore[arg-type]
+    assert lim.pauses == 1

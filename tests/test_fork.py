@@ -32,3 +32,24 @@ def test_a_forked_child_leaves_the_parents_connections_alone(fresh: Exchange) ->
     assert child.exitcode == 0
     df = mdcoord.candles("KRW-BTC", "1m", **kwargs)  # the bug: IncompleteDataError (TimeoutError)
     assert len(df) == 5 and fresh.count(status=200) == fresh.count()
+
+
+def _fetch(base_url: str) -> None:
+    mdcoord.candles("KRW-BTC", "1m", count=5, base_url=base_url)
+
+
+def test_a_child_forked_while_the_metrics_were_being_updated_can_fetch(fresh: Exchange) -> None:
+    """Forked while another thread of the parent (its loop thread, a request ending) held the
+    metrics' lock, the child inherited it held by a thread it does not have: its first request
+    waited on it for ever."""
+    from mdcoord._metrics import METRICS
+
+    child = mp.get_context("fork").Process(target=_fetch, args=(fresh.base_url,))
+    with METRICS._lock:  # held at the moment of fork, as by another thread
+        child.start()
+    child.join(60)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
+    assert fresh.count(status=200) >= 1

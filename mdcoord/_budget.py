@@ -22,7 +22,9 @@ loop), is passed over until its owner is back.
 Why it is safe when processes die (SIGKILL at any point):
 
 * The file is only read and written under ``fcntl.flock``; the kernel drops a dead process's
-  lock at once, so a process killed while holding it blocks nobody.
+  lock at once, so a process killed while holding it blocks nobody. (A flock belongs to the
+  open file description, which ``fork()`` shares: a forked child closes its copies of the
+  rings' descriptors at once, or a parent's lock would live on in a child that outlives it.)
 * A grant is written as a *reservation* (``PENDING``, with the owner's pid) before the request
   leaves, and turned into a send time (``SENT``) by :meth:`FileRing.mark_sending` the moment
   aiohttp reports the request's headers written (the client's ``on_sent``; an attempt that ends
@@ -48,6 +50,7 @@ import re
 import struct
 import tempfile
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,12 +161,22 @@ class FileRing:
             if head != _MAGIC:  # new (or older, or foreign) file: lay out a whole one at once
                 os.pwrite(fd, _HEAD.pack(_MAGIC, 1) + bytes(_SIZE - _HEAD.size), 0)
         self._fd, self._fd_pid = fd, self._pid
+        _OPEN.add(self)
         return fd
 
     def close(self) -> None:
         if self._fd >= 0 and self._fd_pid == os.getpid():
             os.close(self._fd)
         self._fd = -1
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: close the copy of the parent's descriptor (see the module doc)."""
+        if self._fd >= 0 and self._fd_pid != os.getpid():
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
 
     def _read(self, fd: int) -> _State:
         raw = os.pread(fd, _SIZE, 0)
@@ -364,6 +377,17 @@ class FileRing:
             os.close(fd)
         return sorted((Share(p[0], p[2], p[3] / 1e9, p[4], self._alive(p[0])) for p in procs if p[0]),
                       key=lambda s: -s.last_ns)
+
+
+_OPEN: weakref.WeakSet[FileRing] = weakref.WeakSet()  # rings with a descriptor open
+
+
+def _forget_inherited() -> None:
+    for ring in list(_OPEN):
+        ring._forget_inherited()
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
 
 
 @dataclass

@@ -20,6 +20,7 @@ the figures cost nothing worth measuring. ``mdcoord.reset_metrics()`` starts the
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -236,6 +237,15 @@ def _budget_frame(budgets: dict[tuple[str, str], Any]) -> pd.DataFrame:
 
 #: The process-wide registry.
 METRICS = Metrics()
+
+
+def _new_lock_after_fork() -> None:
+    # Another thread of the parent (its loop thread) may have held the lock at the moment of
+    # fork; in the child that thread is gone and the lock would stay held for ever.
+    METRICS._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def metrics(section: str = "requests") -> pd.DataFrame:

@@ -6,6 +6,13 @@ async core always runs here, on one daemon thread with its own loop; sync caller
 future, async callers await a wrapped future. Both therefore share one aiohttp session and one
 set of rate limiters per base URL.
 
+Fork: a forked child starts a runtime of its own on first use. The parent's stays in the child,
+untouched and never finalized: its sockets are the parent's connections, and its loop's epoll
+instance is the parent's too (a forked epoll descriptor names the same kernel object), so a
+child that closed that session would take the parent's sockets out of the parent's epoll and
+leave the parent's next request on a pooled connection waiting for an answer it never hears.
+The child's copy of that descriptor is pointed at an epoll of its own, should anything try.
+
 Interrupts: a ``KeyboardInterrupt`` (Ctrl-C, Jupyter's "interrupt kernel") while a sync call
 waits cancels the work on the loop and waits (briefly) until it has unwound, so no further
 request is sent once the call has returned.
@@ -17,6 +24,8 @@ import asyncio
 import atexit
 import concurrent.futures
 import os
+import select
+import selectors
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -37,6 +46,7 @@ class Runtime:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._selector: selectors.BaseSelector | None = None
         self._thread: threading.Thread | None = None
         self._clients: dict[str, Client] = {}
 
@@ -46,7 +56,9 @@ class Runtime:
         with self._lock:
             if self._loop is None or self._loop.is_closed():
                 ready = threading.Event()
-                loop = asyncio.new_event_loop()
+                # a selector of our own, so that a forked child can disown it (see _disown)
+                self._selector = selectors.DefaultSelector()
+                loop = asyncio.SelectorEventLoop(self._selector)
 
                 def _main() -> None:
                     asyncio.set_event_loop(loop)
@@ -130,7 +142,7 @@ class Runtime:
         """Close every session and stop the loop (also run at interpreter exit)."""
         with self._lock:
             loop, thread, clients = self._loop, self._thread, list(self._clients.values())
-            self._loop, self._thread, self._clients = None, None, {}
+            self._loop, self._thread, self._clients, self._selector = None, None, {}, None
         if loop is None or loop.is_closed():
             return
         if not self._on_loop_thread_of(thread):
@@ -146,6 +158,19 @@ class Runtime:
                 thread.join(timeout=5)
             if not loop.is_running():
                 loop.close()
+
+    def _disown(self) -> None:
+        """In a forked child: the loop thread is gone and the loop's epoll is the parent's.
+        Point this process's descriptor of it at an epoll of its own, so that nothing done to
+        this runtime here (a socket unregistered) reaches the parent's loop."""
+        selector = self._selector
+        if hasattr(select, "epoll") and isinstance(selector, selectors.EpollSelector):
+            try:
+                private = select.epoll()
+                os.dup2(private.fileno(), selector.fileno(), inheritable=False)
+                private.close()
+            except (OSError, ValueError):  # already closed: nothing of the parent's left here
+                pass
 
     @staticmethod
     def _on_loop_thread_of(thread: threading.Thread | None) -> bool:
@@ -165,6 +190,7 @@ async def _call_when_done(coro: Coroutine[Any, Any, T], done: Callable[[], None]
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
+_parents: list[Runtime] = []  # in a forked child: the parent's runtime, kept so it is never finalized
 
 
 def get_runtime() -> Runtime:
@@ -177,8 +203,12 @@ def get_runtime() -> Runtime:
 
 
 def _reset_after_fork() -> None:
-    # The loop thread does not survive fork(); a child starts a fresh runtime on first use.
+    # The loop thread does not survive fork(); a child starts a fresh runtime on first use, and
+    # leaves the parent's alone (the module docstring says why).
     global _runtime, _runtime_lock
+    if _runtime is not None:
+        _runtime._disown()
+        _parents.append(_runtime)
     _runtime = None
     _runtime_lock = threading.Lock()
 

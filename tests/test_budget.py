@@ -284,6 +284,42 @@ def test_a_process_killed_holding_the_lock_blocks_nobody(tmp_path) -> None:  # t
     assert done.wait(30), "the dead process's lock was never released"
 
 
+def _fork_then_hold_lock(directory: str, pids: "mp.Queue[int]", ready: "mp.synchronize.Event") -> None:
+    ring = FileRing(directory, "127.0.0.1", "candles")
+    ring.try_acquire(10, 1.0)  # the ring's file is open here
+    pid = os.fork()
+    if pid == 0:  # a child that lives on (a pool's worker), with what it inherited
+        signal.pause()
+        os._exit(0)
+    pids.put(pid)
+    with _Locked(ring._fd):
+        ready.set()
+        threading.Event().wait()
+
+
+def test_a_process_killed_holding_the_lock_blocks_nobody_though_its_child_lives_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A flock belongs to the open file description, which fork() shares: while a child held
+    its copy of the parent's descriptor, the parent's lock outlived the parent. The child's
+    copy is closed at fork."""
+    ctx = mp.get_context("fork")
+    pids: mp.Queue[int] = ctx.Queue()
+    ready = ctx.Event()
+    p = ctx.Process(target=_fork_then_hold_lock, args=(str(tmp_path), pids, ready))
+    p.start()
+    child = pids.get(timeout=60)
+    try:
+        assert ready.wait(60), "the process never got to its point"
+        os.kill(p.pid, signal.SIGKILL)
+        ring = FileRing(tmp_path, "127.0.0.1", "candles")
+        done = threading.Event()
+        threading.Thread(target=lambda: (ring.try_acquire(10, 1.0), done.set()), daemon=True).start()
+        assert done.wait(30), "the dead process's lock lived on in its child"
+    finally:
+        os.kill(child, signal.SIGKILL)
+        p.join(30)  # (after the child: it holds the end of the pipe that tells join() p is gone)
+    assert p.exitcode == -signal.SIGKILL
+
+
 def test_a_process_killed_between_reserving_and_sending_costs_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     _killed(_reserve_and_wait, str(tmp_path), 10, False)
     ring = FileRing(tmp_path, "127.0.0.1", "candles")

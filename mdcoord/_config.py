@@ -142,7 +142,13 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> None:
 
 
 def _check_rate_budget(value: object, where: str = "rate_budget") -> str:
-    if isinstance(value, str) and (value in ("process", "machine") or value.startswith(_BUDGET_URL_SCHEMES)):
+    if isinstance(value, str) and value in ("process", "machine"):
+        return value
+    if isinstance(value, str) and value.startswith(_BUDGET_URL_SCHEMES):
+        try:
+            urlsplit(value).port  # noqa: B018 - raises for a port that is no number
+        except ValueError:
+            raise InvalidRequestError(f"{where} has a bad port: {budget_label(value.split('@')[-1])!r}") from None
         return value
     raise InvalidRequestError(
         f"{where} must be 'machine', 'process' or a Redis URL like 'redis://host:6379/0', got {value!r}"
@@ -213,14 +219,18 @@ def resolve_rate_budget(options: Options | None = None) -> str:
 
 
 def budget_label(spec: str) -> str:
-    """``spec`` as metadata may show it: a Redis URL without its credentials."""
+    """``spec`` as metadata and messages may show it: a Redis URL without its credentials (the
+    user and password before ``@``, and a ``password=`` query parameter)."""
     if not spec.startswith(_BUDGET_URL_SCHEMES):
         return spec
     parts = urlsplit(spec)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return parts._replace(netloc=netloc).geturl()
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]  # (as written, even if bad)
+    if port:
+        netloc += f":{port}"
+    query = "&".join(q for q in parts.query.split("&") if q and not q.lower().startswith("password="))
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def resolve_cache_dir(options: Options | None = None) -> Path:

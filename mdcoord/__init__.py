@@ -28,6 +28,7 @@ from ._stream import aiter_candles, download, iter_candles
 from ._exceptions import (
     APIError,
     BadRequestError,
+    BudgetUnavailableError,
     ClosedError,
     ConnectionFailedError,
     DayChangedError,
@@ -52,6 +53,7 @@ from ._version import __version__
 __all__ = [
     "APIError",
     "BadRequestError",
+    "BudgetUnavailableError",
     "ClosedError",
     "ConnectionFailedError",
     "Coordinator",

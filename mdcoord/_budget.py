@@ -115,13 +115,15 @@ class Ticket:
 
 @dataclass(frozen=True)
 class Share:
-    """What one process got of a group's budget: grants, seconds it waited for others' slots."""
+    """What one process got of a group's budget: grants, seconds it waited for others' slots
+    (``host``: its host name, for a budget shared by several hosts; empty for the machine's)."""
 
     pid: int
     grants: int
     waited_s: float
     last_ns: int
     alive: bool
+    host: str = ""
 
 
 class FileRing:

@@ -21,6 +21,7 @@ JSON parser are translated at one boundary (``_client.py``) and never escape raw
     │   └── DayChangedError (R)        the exchange's UTC day changed mid-call (trades days_ago)
     ├── IncompleteDataError            some pieces still failed after their retries; lists them and
     │                                  carries the partial result (nothing that arrived is lost)
+    ├── BudgetUnavailableError         the shared rate budget (Redis) cannot be reached: nothing is sent
     └── ClosedError                    the runtime or client was closed
 
 (R) = retryable: ``err.retryable`` is True. Retryability belongs to the class, so the retry
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "APIError",
     "BadRequestError",
+    "BudgetUnavailableError",
     "ClosedError",
     "ConnectionFailedError",
     "DayChangedError",
@@ -66,6 +68,20 @@ class InvalidRequestError(MdcoordError, ValueError):
 
 class ClosedError(MdcoordError):
     """The client or runtime was closed while a request needed it."""
+
+
+class BudgetUnavailableError(MdcoordError):
+    """The shared rate budget (``rate_budget="redis://..."``) could not be reached or answered
+    with an error, so no request was sent: ``address`` names it (never its password).
+
+    Not retryable, and never answered with a budget of this machine's own: the other hosts
+    behind the address would each take a full budget as well, and the address would be blocked.
+    Start (or reach) the Redis server, or use ``rate_budget="machine"`` if this machine is the
+    only one on its address."""
+
+    def __init__(self, message: str, *, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
 
 
 class _RequestContext:

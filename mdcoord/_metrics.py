@@ -220,15 +220,18 @@ def _budget_frame(budgets: dict[tuple[str, str], Any]) -> pd.DataFrame:
     process got (grants since it first took a slot, its share of them among the processes
     listed), the seconds it waited for slots the others held, and whether it is this process."""
     import os
+    import socket
 
     rows = []
+    me = socket.gethostname()
     for (source, group), budget in sorted(budgets.items()):
         shares = budget.shares()
         total = sum(s.grants for s in shares)
         for s in shares:
-            rows.append({
-                "source": source, "group": group, "scope": budget.scope, "process": s.pid,
-                "this_process": s.pid == os.getpid(), "alive": s.alive, "grants": s.grants,
+            rows.append({  # (a budget shared by hosts names a process "host:pid")
+                "source": source, "group": group, "scope": budget.scope,
+                "process": f"{s.host}:{s.pid}" if s.host else s.pid,
+                "this_process": s.pid == os.getpid() and s.host in ("", me), "alive": s.alive, "grants": s.grants,
                 "share": s.grants / total if total else np.nan, "waited_for_others_s": round(s.waited_s, 3),
             })
     cols = ["source", "group", "scope", "process", "this_process", "alive", "grants", "share", "waited_for_others_s"]

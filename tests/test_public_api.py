@@ -7,7 +7,7 @@ import inspect
 import mdcoord
 
 PUBLIC = {
-    "APIError", "BadRequestError", "ClosedError", "ConnectionFailedError", "Coordinator",
+    "APIError", "BadRequestError", "BudgetUnavailableError", "ClosedError", "ConnectionFailedError", "Coordinator",
     "CoordinatorMetadata", "CoordinatorRequest", "CoordinatorResponse", "DataType", "DayChangedError", "IPBlockedError",
     "IncompleteDataError", "InvalidRequestError", "MarketNotFoundError", "MdcoordError", "NotFoundError",
     "Options", "RateLimitError", "RequestTimeoutError", "ResponseFormatError", "RetryPolicy", "ServerError",
@@ -25,7 +25,7 @@ def test_all_is_pinned() -> None:
 
 def test_every_error_is_an_mdcoord_error() -> None:
     errors = [getattr(mdcoord, n) for n in mdcoord.__all__ if n.endswith("Error")]
-    assert len(errors) == 16
+    assert len(errors) == 17
     for cls in errors:
         assert issubclass(cls, mdcoord.MdcoordError), cls
     retryable = {c.__name__ for c in errors if c.retryable}

@@ -1,0 +1,329 @@
+"""A rate budget shared by every host that uses one Redis: ``rate_budget="redis://host:6379/0"``.
+
+Upbit counts requests per IP address, and several machines behind one NAT address share it.
+:class:`RedisBudget` keeps the rule of :class:`~mdcoord._budget.FileRing` — at most ``allowed``
+request starts of one (exchange, group) in any ``span`` seconds, handed out in the order the
+waiting processes came — with the log moved into Redis, where every host sees it.
+
+**One decision, one script.** Every operation (take a slot or a place in the queue, mark a send,
+give a slot back, leave the queue, read the shares) is one Lua script (redis-py's ``Script``:
+``EVALSHA``, loaded again if the server lost it), so Redis runs it atomically: no other host's
+decision comes between reading the window and writing the grant.
+
+**One clock.** Every time in the keys is the Redis server's ``TIME`` (microseconds), read inside
+the script. The hosts' own clocks are never compared with each other or with Redis: a host only
+ever learns "wait this long", a duration.
+
+**Leases instead of pids.** A grant is written as a reservation that counts as "now" until it is
+marked sent (then its send time counts) or until its lease ends, ``max(span, 1 s)`` after the
+grant. Whether a process on another host still lives cannot be checked, so the lease is what
+bounds the harm of one that dies between reserving and sending: it holds a slot for at most one
+window. (The other side of it: a request that leaves more than a lease after its grant is
+counted at its send time, anew, and may overlap a slot given meanwhile to another.)
+
+**In turn.** A process that finds the window full takes a ticket (a number from a counter) and
+promises to ask again by the time it was told to wait plus ``GRACE_S``; a free slot goes to the
+oldest ticket whose owner keeps its promise. A ticket whose owner is late (dead, frozen, cut off)
+is passed over until its owner is back, and dropped after ``HORIZON_S``.
+
+**Nothing grows.** Sends older than ``HORIZON_S`` are pruned by every call, the share table keeps
+the ``PROCS`` most recent processes, and every key expires ``TTL_S`` after its last use.
+
+**No Redis, no requests.** When Redis cannot be reached (at start or mid-run) or answers with an
+error, :meth:`RedisBudget.acquire` raises :class:`~mdcoord.BudgetUnavailableError`: nothing is
+sent, and there is no fallback to a budget of this machine's own, since every other host behind
+the address would take a full one as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._budget import Reservation, Share, _alive
+from ._config import budget_label
+from ._exceptions import BudgetUnavailableError, InvalidRequestError
+
+try:  # an optional dependency: pip install "mdcoord[redis]"
+    import redis.asyncio as _redis
+    from redis.asyncio.retry import Retry as _Retry
+    from redis.backoff import NoBackoff as _NoBackoff
+    from redis.exceptions import RedisError as _RedisError
+except ImportError:  # pragma: no cover - exercised by the message only
+    _redis = None
+
+__all__ = ["GRACE_S", "HORIZON_S", "RedisBudget", "budget_keys"]
+
+log = logging.getLogger("mdcoord")
+
+GRACE_S = 0.25  # a ticket is passed over when its owner asks again later than promised + this
+HORIZON_S = 10.0  # sends and late tickets older than this are pruned (spans are at most 2 s)
+TTL_S = 3600  # every key expires this long after the group was last used
+PROCS = 64  # processes whose share is kept (the least recently served make room)
+MAX_SPAN_S = HORIZON_S / 2
+SHARES_EVERY_S = 1.0  # acquire refreshes the shares snapshot at most this often
+CONNECT_TIMEOUT_S = 2.0
+OP_TIMEOUT_S = 2.0
+
+# KEYS: 1 sends (zset id -> send us), 2 pending (zset id -> lease end us), 3 queue (zset ticket ->
+# number), 4 promised (zset ticket -> promised-by us), 5 seq (counter), 6 grants (hash proc -> n),
+# 7 waited (hash proc -> us), 8 last (zset proc -> last grant us)
+_PRUNE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local horizon = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - horizon)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local late = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - horizon)
+for _, m in ipairs(late) do
+  redis.call('ZREM', KEYS[3], m)
+  redis.call('ZREM', KEYS[4], m)
+end
+local function touch(ttl)
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+"""
+
+# ARGV: 1 horizon, 2 ttl, 3 allowed, 4 span, 5 lease, 6 grace, 7 ticket member, 8 proc, 9 waited us,
+# 10 procs kept. Returns {wait us (0: granted), reservation id, now us}.
+_ACQUIRE = _PRUNE + """
+local allowed, span, lease = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local grace, member, proc = tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local times = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - span), '+inf', 'WITHSCORES')
+local counted = {}
+for i = 2, #times, 2 do counted[#counted + 1] = tonumber(times[i]) end
+local pending = redis.call('ZCARD', KEYS[2])
+for _ = 1, pending do counted[#counted + 1] = now end  -- a reservation counts as now
+local mine = redis.call('ZSCORE', KEYS[3], member)
+local limit = '+inf'
+if mine then limit = '(' .. mine end
+local ahead = 0
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', limit)) do
+  local promised = redis.call('ZSCORE', KEYS[4], m)
+  if m ~= member and promised and tonumber(promised) >= now then ahead = ahead + 1 end
+end
+if allowed - #counted > ahead then
+  local id = redis.call('INCR', KEYS[5])
+  redis.call('ZADD', KEYS[2], now + lease, id)
+  redis.call('ZREM', KEYS[3], member)
+  redis.call('ZREM', KEYS[4], member)
+  redis.call('HINCRBY', KEYS[6], proc, 1)
+  redis.call('HINCRBY', KEYS[7], proc, tonumber(ARGV[9]))
+  redis.call('ZADD', KEYS[8], now, proc)
+  local keep = tonumber(ARGV[10])
+  if redis.call('ZCARD', KEYS[8]) > keep then
+    for _, p in ipairs(redis.call('ZRANGE', KEYS[8], 0, -keep - 1)) do
+      redis.call('ZREM', KEYS[8], p)
+      redis.call('HDEL', KEYS[6], p)
+      redis.call('HDEL', KEYS[7], p)
+    end
+  end
+  touch(tonumber(ARGV[2]))
+  return {0, id, now}
+end
+-- our turn comes when the (allowed - ahead)-th newest counted start leaves the span
+local need = allowed - ahead
+local wait
+if need >= 1 and need <= #counted then
+  wait = counted[#counted - need + 1] + span - now
+else
+  wait = math.floor(span / allowed)
+end
+if wait < 100 then wait = 100 end
+if not mine then
+  redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[5]), member)
+end
+redis.call('ZADD', KEYS[4], now + wait + grace, member)
+touch(tonumber(ARGV[2]))
+return {wait, 0, now}
+"""
+
+# ARGV: 1 horizon, 2 ttl, 3 reservation id. The reservation becomes a send now; if its lease ran
+# out (or it was marked already: a resend), the send is counted anew.
+_SENDING = _PRUNE + """
+if redis.call('ZREM', KEYS[2], ARGV[3]) == 0 then
+  redis.call('ZADD', KEYS[1], now, 's' .. redis.call('INCR', KEYS[5]))
+else
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+end
+touch(tonumber(ARGV[2]))
+return now
+"""
+
+# ARGV: 1 horizon, 2 ttl, 3 reservation id (a request that never left gives its slot back)
+_UNSENT = _PRUNE + """
+redis.call('ZREM', KEYS[2], ARGV[3])
+return now
+"""
+
+# ARGV: 1 horizon, 2 ttl, 3 ticket member (a cancelled waiter leaves the queue)
+_LEAVE = _PRUNE + """
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('ZREM', KEYS[4], ARGV[3])
+return now
+"""
+
+# Returns {now, proc, grants, waited us, last us, proc, ...}, most recently served first.
+_SHARES = """
+local t = redis.call('TIME')
+local out = {tonumber(t[1]) * 1000000 + tonumber(t[2])}
+local procs = redis.call('ZREVRANGE', KEYS[8], 0, -1, 'WITHSCORES')
+for i = 1, #procs, 2 do
+  local p = procs[i]
+  out[#out + 1] = p
+  out[#out + 1] = tonumber(redis.call('HGET', KEYS[6], p) or 0)
+  out[#out + 1] = tonumber(redis.call('HGET', KEYS[7], p) or 0)
+  out[#out + 1] = tonumber(procs[i + 1])
+end
+return out
+"""
+
+_SCRIPTS = {"acquire": _ACQUIRE, "sending": _SENDING, "unsent": _UNSENT, "leave": _LEAVE, "shares": _SHARES}
+
+
+def budget_keys(source: str, group: str) -> list[str]:
+    """The Redis keys of one (exchange, group), in the scripts' ``KEYS`` order."""
+    prefix = f"mdcoord:budget:{source}:{group}"
+    return [f"{prefix}:{k}" for k in ("sends", "pending", "queue", "promised", "seq", "grants", "waited", "last")]
+
+
+class RedisBudget:
+    """The budget of one (exchange, group) shared through the Redis at ``spec``, for this
+    process: queued for one request at a time, so that processes take turns, not coroutines.
+
+    >>> budget = RedisBudget("redis://127.0.0.1:6379/0", "upbit", "candles")  # doctest: +SKIP
+    >>> res = await budget.acquire(allowed=10, span=1.05)  # doctest: +SKIP
+    >>> budget.sending(res)  # doctest: +SKIP
+
+    Raises :class:`~mdcoord.InvalidRequestError` when redis-py is missing or ``spec`` is not a
+    Redis URL, and (from :meth:`acquire`) :class:`~mdcoord.BudgetUnavailableError` when Redis
+    cannot be reached or answers with an error.
+    """
+
+    scope = "redis"
+
+    def __init__(self, spec: str, source: str, group: str, *,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        if _redis is None:
+            raise InvalidRequestError(
+                f"rate_budget={budget_label(spec)!r} needs redis-py: pip install \"mdcoord[redis]\"")
+        self.address = budget_label(spec)
+        try:
+            self._client = _redis.Redis.from_url(
+                spec, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=OP_TIMEOUT_S,
+                retry=_Retry(_NoBackoff(), 1), retry_on_timeout=False, health_check_interval=0,
+            )
+        except (ValueError, _RedisError) as exc:
+            raise InvalidRequestError(f"rate_budget must be a Redis URL like 'redis://host:6379/0', "
+                                      f"got {self.address!r} ({exc})") from None
+        self._keys = budget_keys(source, group)
+        self._scripts = {name: self._client.register_script(code) for name, code in _SCRIPTS.items()}
+        self._sleep = sleep
+        self._host = socket.gethostname()
+        self._proc = f"{self._host}:{os.getpid()}"
+        self._member = f"{self._proc}:{secrets.token_hex(4)}"  # this budget's place in the queue
+        self._turn: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._shares: list[Share] = []
+        self._shares_at = float("-inf")
+        self.waited = 0.0
+
+    # ------------------------------------------------------------------ the client's side
+    async def acquire(self, allowed: int, span: float) -> Reservation:
+        """Wait for a slot of the shared window, in turn, and reserve it."""
+        if isinstance(allowed, bool) or not isinstance(allowed, int) or not 1 <= allowed <= 10_000 \
+                or not 0 < span <= MAX_SPAN_S:
+            raise InvalidRequestError(f"the Redis budget needs 1 <= allowed <= 10000 and 0 < span <= {MAX_SPAN_S}")
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        span_us, lease_us = round(span * 1e6), round(max(span, 1.0) * 1e6)
+        async with self._turn:
+            waited_us, queued = 0, False
+            try:
+                while True:
+                    wait_us, rid, now = await self._run(
+                        "acquire", allowed, span_us, lease_us, round(GRACE_S * 1e6), self._member,
+                        self._proc, waited_us, PROCS)
+                    queued = bool(wait_us)
+                    if not wait_us:
+                        await self._refresh_shares()
+                        return Reservation(int(rid), int(now))
+                    waited_us += int(wait_us)
+                    self.waited += wait_us / 1e6
+                    await self._sleep(wait_us / 1e6)
+            finally:
+                if queued:  # cancelled (or failed) while queued: give the place up
+                    self._later("leave", self._member)
+
+    def sending(self, res: Reservation) -> None:
+        """The request of ``res`` is on the wire: its reservation becomes a send (in a task:
+        aiohttp's ``on_sent`` is synchronous)."""
+        self._later("sending", res.slot)
+
+    def unsent(self, res: Reservation) -> None:
+        """The request of ``res`` never left: give the slot back."""
+        self._later("unsent", res.slot)
+
+    def shares(self) -> list[Share]:
+        """What each process that took slots got, most recently served first: a snapshot that
+        :meth:`acquire` refreshes at most once a second (metrics are read from another thread)."""
+        return list(self._shares)
+
+    async def aclose(self) -> None:
+        """Wait for the updates still underway, then close the connections."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        close = getattr(self._client, "aclose", None) or self._client.close  # (redis-py < 5.0.1)
+        await close()
+
+    # ------------------------------------------------------------------ Redis
+    async def _run(self, name: str, *args: object) -> Any:
+        try:
+            return await self._scripts[name](keys=self._keys, args=[round(HORIZON_S * 1e6), TTL_S, *args])
+        except (_RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise BudgetUnavailableError(
+                f"the shared rate budget at {self.address} is unavailable ({type(exc).__name__}: {exc}); "
+                f"nothing was sent. Start (or reach) that Redis server, or use rate_budget='machine' "
+                f"if this machine is the only one on its IP address.", address=self.address) from None
+
+    def _later(self, name: str, *args: object) -> None:
+        """Run a script from synchronous code, as a task the budget keeps until it is done."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a caller outside mdcoord's): nothing can be sent anyway
+            log.warning("mdcoord: Redis budget %s: %s called outside an event loop; not recorded", self.address, name)
+            return
+        task = loop.create_task(self._run(name, *args))
+        self._tasks.add(task)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # (the next acquire will raise if Redis stays away; a lost mark only shortens how
+            # long this send counts to the rest of its reservation's lease)
+            log.warning("mdcoord: %s", task.exception())
+
+    async def _refresh_shares(self) -> None:
+        if time.monotonic() - self._shares_at < SHARES_EVERY_S:
+            return
+        self._shares_at = time.monotonic()
+        try:
+            raw = await self._run("shares")
+        except BudgetUnavailableError:  # only figures: the next grant tries again
+            return
+        now, rows = int(raw[0]), raw[1:]
+        shares = []
+        for i in range(0, len(rows), 4):
+            proc = rows[i].decode() if isinstance(rows[i], bytes) else str(rows[i])
+            host, _, pid = proc.rpartition(":")
+            last = int(rows[i + 3])
+            alive = _alive(int(pid)) if host == self._host else now - last <= HORIZON_S * 6e6
+            shares.append(Share(int(pid), int(rows[i + 1]), int(rows[i + 2]) / 1e6, last * 1000, alive, host))
+        self._shares = shares

@@ -23,7 +23,8 @@ counted at its send time, anew, and may overlap a slot given meanwhile to anothe
 
 **In turn.** A process that finds the window full takes a ticket (a number from a counter) and
 promises to ask again by the time it was told to wait plus ``GRACE_S``; a free slot goes to the
-oldest ticket whose owner keeps its promise. A ticket whose owner is late (dead, frozen, cut off)
+waiter with the fewest requests in the window, then to the oldest ticket, among the waiters that
+keep their promise (the machine budget's order: a newcomer is served at once). A ticket whose owner is late (dead, frozen, cut off)
 is passed over until its owner is back, and dropped after ``HORIZON_S``.
 
 **Nothing grows.** Sends older than ``HORIZON_S`` are pruned by every call, the share table keeps
@@ -71,9 +72,10 @@ SHARES_EVERY_S = 1.0  # acquire refreshes the shares snapshot at most this often
 CONNECT_TIMEOUT_S = 2.0
 OP_TIMEOUT_S = 2.0
 
-# KEYS: 1 sends (zset id -> send us), 2 pending (zset id -> lease end us), 3 queue (zset ticket ->
-# number), 4 promised (zset ticket -> promised-by us), 5 seq (counter), 6 grants (hash proc -> n),
-# 7 waited (hash proc -> us), 8 last (zset proc -> last grant us)
+# KEYS: 1 sends (zset "id|owner" -> send us), 2 pending (zset "id|owner" -> lease end us), 3 queue
+# (zset owner -> ticket number), 4 promised (zset owner -> promised-by us), 5 seq (counter),
+# 6 grants (hash proc -> n), 7 waited (hash proc -> us), 8 last (zset proc -> last grant us).
+# An owner is one RedisBudget (host:pid:token): it queues one request at a time.
 _PRUNE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -88,29 +90,45 @@ end
 local function touch(ttl)
   for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
 end
+local function owner(m)
+  return string.sub(m, (string.find(m, '|', 1, true) or 0) + 1)
+end
 """
 
-# ARGV: 1 horizon, 2 ttl, 3 allowed, 4 span, 5 lease, 6 grace, 7 ticket member, 8 proc, 9 waited us,
-# 10 procs kept. Returns {wait us (0: granted), reservation id, now us}.
+# ARGV: 1 horizon, 2 ttl, 3 allowed, 4 span, 5 lease, 6 grace, 7 owner, 8 proc, 9 waited us,
+# 10 procs kept. Returns {wait us (0: granted), reservation id, now us, others' requests counted}.
 _ACQUIRE = _PRUNE + """
 local allowed, span, lease = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local grace, member, proc = tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local times = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - span), '+inf', 'WITHSCORES')
-local counted = {}
-for i = 2, #times, 2 do counted[#counted + 1] = tonumber(times[i]) end
-local pending = redis.call('ZCARD', KEYS[2])
-for _ = 1, pending do counted[#counted + 1] = now end  -- a reservation counts as now
+local counted, recent = {}, {}
+local function count(m, t)
+  counted[#counted + 1] = t
+  local o = owner(m)
+  recent[o] = (recent[o] or 0) + 1
+end
+for i = 1, #times, 2 do count(times[i], tonumber(times[i + 1])) end
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do count(m, now) end  -- a reservation counts as now
+local others = #counted - (recent[member] or 0)
+-- who goes first: the waiter with the fewest requests in the window, then the one that queued
+-- first (as the machine's budget does): a newcomer is served at once, and an owner that had
+-- the window to itself gives way until the others catch up
 local mine = redis.call('ZSCORE', KEYS[3], member)
-local limit = '+inf'
-if mine then limit = '(' .. mine end
+local my_n = recent[member] or 0
+local my_t = tonumber(mine or (tonumber(redis.call('GET', KEYS[5]) or 0) + 1))
 local ahead = 0
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', limit)) do
+local queue = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+for i = 1, #queue, 2 do
+  local m, t = queue[i], tonumber(queue[i + 1])
   local promised = redis.call('ZSCORE', KEYS[4], m)
-  if m ~= member and promised and tonumber(promised) >= now then ahead = ahead + 1 end
+  local n = recent[m] or 0
+  if m ~= member and promised and tonumber(promised) >= now and (n < my_n or (n == my_n and t < my_t)) then
+    ahead = ahead + 1
+  end
 end
 if allowed - #counted > ahead then
   local id = redis.call('INCR', KEYS[5])
-  redis.call('ZADD', KEYS[2], now + lease, id)
+  redis.call('ZADD', KEYS[2], now + lease, id .. '|' .. member)
   redis.call('ZREM', KEYS[3], member)
   redis.call('ZREM', KEYS[4], member)
   redis.call('HINCRBY', KEYS[6], proc, 1)
@@ -125,7 +143,7 @@ if allowed - #counted > ahead then
     end
   end
   touch(tonumber(ARGV[2]))
-  return {0, id, now}
+  return {0, id, now, others}
 end
 -- our turn comes when the (allowed - ahead)-th newest counted start leaves the span
 local need = allowed - ahead
@@ -141,24 +159,24 @@ if not mine then
 end
 redis.call('ZADD', KEYS[4], now + wait + grace, member)
 touch(tonumber(ARGV[2]))
-return {wait, 0, now}
+return {wait, 0, now, others}
 """
 
-# ARGV: 1 horizon, 2 ttl, 3 reservation id. The reservation becomes a send now; if its lease ran
-# out (or it was marked already: a resend), the send is counted anew.
+# ARGV: 1 horizon, 2 ttl, 3 reservation id, 4 owner. The reservation becomes a send now; if its
+# lease ran out (or it was marked already: a resend), the send is counted anew.
 _SENDING = _PRUNE + """
-if redis.call('ZREM', KEYS[2], ARGV[3]) == 0 then
-  redis.call('ZADD', KEYS[1], now, 's' .. redis.call('INCR', KEYS[5]))
-else
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
+local m = ARGV[3] .. '|' .. ARGV[4]
+if redis.call('ZREM', KEYS[2], m) == 0 then
+  m = 's' .. redis.call('INCR', KEYS[5]) .. '|' .. ARGV[4]
 end
+redis.call('ZADD', KEYS[1], now, m)
 touch(tonumber(ARGV[2]))
 return now
 """
 
-# ARGV: 1 horizon, 2 ttl, 3 reservation id (a request that never left gives its slot back)
+# ARGV: 1 horizon, 2 ttl, 3 reservation id, 4 owner (a request that never left gives its slot back)
 _UNSENT = _PRUNE + """
-redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[3] .. '|' .. ARGV[4])
 return now
 """
 
@@ -232,11 +250,13 @@ class RedisBudget:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shares: list[Share] = []
         self._shares_at = float("-inf")
+        self._others = 0  # other owners' requests in the window at the latest acquire
         self.waited = 0.0
 
     # ------------------------------------------------------------------ the client's side
-    async def acquire(self, allowed: int, span: float) -> Reservation:
-        """Wait for a slot of the shared window, in turn, and reserve it."""
+    async def acquire(self, allowed: int, span: float) -> tuple[Reservation, float]:
+        """Wait for a slot of the shared window, in turn, and reserve it: ``(reservation, seconds
+        this request waited for slots others held)``."""
         if isinstance(allowed, bool) or not isinstance(allowed, int) or not 1 <= allowed <= 10_000 \
                 or not 0 < span <= MAX_SPAN_S:
             raise InvalidRequestError(f"the Redis budget needs 1 <= allowed <= 10000 and 0 < span <= {MAX_SPAN_S}")
@@ -247,13 +267,13 @@ class RedisBudget:
             waited_us, queued = 0, False
             try:
                 while True:
-                    wait_us, rid, now = await self._run(
+                    wait_us, rid, now, self._others = await self._run(
                         "acquire", allowed, span_us, lease_us, round(GRACE_S * 1e6), self._member,
                         self._proc, waited_us, PROCS)
                     queued = bool(wait_us)
                     if not wait_us:
                         await self._refresh_shares()
-                        return Reservation(int(rid), int(now))
+                        return Reservation(int(rid), int(now)), waited_us / 1e6
                     waited_us += int(wait_us)
                     self.waited += wait_us / 1e6
                     await self._sleep(wait_us / 1e6)
@@ -261,14 +281,23 @@ class RedisBudget:
                 if queued:  # cancelled (or failed) while queued: give the place up
                     self._later("leave", self._member)
 
+    def others_between(self, lo: float, hi: float) -> int:
+        """Requests of the other processes sharing this budget that ``Remaining-Req`` may have
+        counted besides ours: those in the window as of this process's latest grant or wait.
+
+        (An estimate, and on purpose not on this host's clock: ``lo``/``hi`` are ignored, since
+        Redis's times are never compared with a host's. It only tells the limiter not to take
+        them for a stranger's; the rule itself is kept by Redis.)"""
+        return int(self._others)
+
     def sending(self, res: Reservation) -> None:
         """The request of ``res`` is on the wire: its reservation becomes a send (in a task:
         aiohttp's ``on_sent`` is synchronous)."""
-        self._later("sending", res.slot)
+        self._later("sending", res.slot, self._member)
 
     def unsent(self, res: Reservation) -> None:
         """The request of ``res`` never left: give the slot back."""
-        self._later("unsent", res.slot)
+        self._later("unsent", res.slot, self._member)
 
     def shares(self) -> list[Share]:
         """What each process that took slots got, most recently served first: a snapshot that

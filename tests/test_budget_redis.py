@@ -142,15 +142,21 @@ def test_grants_up_to_allowed_then_says_how_long_to_wait(redis_server: Server, r
         sleeps = Sleeps()
         budget = RedisBudget(redis_server.url, "rule", "candles", sleep=sleeps)
         for _ in range(10):
-            budget.sending(await budget.acquire(10, 1.0))
+            budget.sending((await budget.acquire(10, 1.0))[0])
             await _settle(budget)
         assert sleeps.asked == []  # ten at once
-        eleventh = await budget.acquire(10, 1.0)
+        eleventh, waited = await budget.acquire(10, 1.0)
         sends = _sends(rdb, "rule")
         assert len(sends) == 10 and sleeps.asked and 0 < sleeps.asked[0] <= 1.0
         assert sleeps.asked[0] <= (sends[0] + US - sends[-1]) / US  # when the first send leaves the span
         assert eleventh.stamp >= sends[0] + US  # granted only once the first send left the span
-        assert budget.waited == pytest.approx(sum(sleeps.asked))
+        assert waited == budget.waited == pytest.approx(sum(sleeps.asked))  # this request's wait
+        # what Remaining-Req may count besides this owner's own: the other owners' requests
+        assert budget.others_between(0.0, 1.0) == 0
+        other = RedisBudget(redis_server.url, "rule", "candles")
+        await other.acquire(20, 5.0)
+        assert other.others_between(0.0, 1.0) == 11  # ten sends and the eleventh's reservation
+        await other.aclose()
         await budget.aclose()
 
     asyncio.run(run())
@@ -160,8 +166,8 @@ def test_a_reservation_counts_until_sent_or_until_its_lease_ends(redis_server: S
     async def run() -> None:
         holder = RedisBudget(redis_server.url, "lease", "candles")
         other = RedisBudget(redis_server.url, "lease", "candles", sleep=Sleeps())
-        held = [await holder.acquire(3, 0.2) for _ in range(3)]  # never marked: "now" for a lease
-        res = await other.acquire(3, 0.2)
+        held = [(await holder.acquire(3, 0.2))[0] for _ in range(3)]  # never marked: "now" for a lease
+        res = (await other.acquire(3, 0.2))[0]
         lease = 1.0 * US  # max(span, 1 s)
         assert res.stamp >= max(h.stamp for h in held) + lease  # not before the lease ended
         assert other.waited > 0
@@ -174,7 +180,7 @@ def test_a_reservation_counts_until_sent_or_until_its_lease_ends(redis_server: S
         # a reservation given back frees its slot at once
         sleeps = Sleeps()
         third = RedisBudget(redis_server.url, "given-back", "candles", sleep=sleeps)
-        a, _ = await third.acquire(2, 0.2), await third.acquire(2, 0.2)
+        a, _ = (await third.acquire(2, 0.2))[0], (await third.acquire(2, 0.2))[0]
         third.unsent(a)
         await _settle(third)
         await third.acquire(2, 0.2)
@@ -199,7 +205,7 @@ def test_keys_are_namespaced_and_expire(redis_server: Server, rdb: redis.Redis) 
     async def run() -> None:
         budget = RedisBudget(redis_server.url, "ns", "ticker")
         for _ in range(3):
-            budget.sending(await budget.acquire(2, 0.2))
+            budget.sending((await budget.acquire(2, 0.2))[0])
         await budget.aclose()
 
     asyncio.run(run())
@@ -217,7 +223,7 @@ def _worker(url: str, source: str, n: int, allowed: int, span: float, go: "mp.sy
         go.wait()
         sent = []
         for _ in range(n):
-            budget.sending(await budget.acquire(allowed, span))
+            budget.sending((await budget.acquire(allowed, span))[0])
             sent += await _settle(budget)  # the send time Redis recorded
         await budget.aclose()
         return sent
@@ -260,7 +266,7 @@ def _contender(url: str, source: str, total: int, go: "mp.synchronize.Event", ou
         go.wait()
         mine = 0
         while await counter.get("test:granted") is None or int(await counter.get("test:granted")) < total:
-            budget.sending(await budget.acquire(10, 0.2))
+            budget.sending((await budget.acquire(10, 0.2))[0])
             mine += 1
             await counter.incr("test:granted")
         await _settle(budget)
@@ -291,7 +297,7 @@ def _reserve_and_hang(url: str, source: str, k: int, send: bool, ready: "mp.sync
     async def run() -> None:
         budget = RedisBudget(url, source, "candles")
         for _ in range(k):
-            res = await budget.acquire(10, 1.0)
+            res = (await budget.acquire(10, 1.0))[0]
             if send:
                 budget.sending(res)
                 await _settle(budget)
@@ -309,7 +315,7 @@ def test_a_process_killed_between_reserving_and_sending_blocks_for_one_window(re
 
     async def run() -> list[int]:
         budget = RedisBudget(redis_server.url, "killed", "candles")
-        grants = [(await budget.acquire(10, 1.0)).stamp for _ in range(10)]
+        grants = [(await budget.acquire(10, 1.0))[0].stamp for _ in range(10)]
         await budget.aclose()
         return grants
 
@@ -330,7 +336,7 @@ def test_a_process_killed_after_sending_is_counted_for_one_window(redis_server: 
     async def run() -> tuple[int, list[float]]:
         sleeps = Sleeps()
         budget = RedisBudget(redis_server.url, "sent", "candles", sleep=sleeps)
-        res = await budget.acquire(10, 1.0)
+        res = (await budget.acquire(10, 1.0))[0]
         await budget.aclose()
         return res.stamp, sleeps.asked
 

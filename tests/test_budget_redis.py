@@ -485,3 +485,26 @@ def test_redis_stopped_mid_run_fails_the_calls_and_never_exceeds_the_limit(excha
     assert total < 3 * 51  # the calls ended: not one of them finished
     assert exchange.count(status=429) == 0
     assert exchange.max_in_window("candles") <= 10
+
+
+def _gc_and_fetch(base_url: str, budget: str) -> None:
+    import gc
+
+    gc.collect()  # (finalizes what the child inherited of the parent's runtime, if anything can)
+    mdcoord.candles("KRW-ETH", "1m", count=5, base_url=base_url, rate_budget=budget, max_retries=0)
+
+
+def test_a_forked_child_has_a_budget_of_its_own_and_leaves_the_parents_alone(  # type: ignore[no-untyped-def]
+        redis_server: Server, rdb: redis.Redis, fresh) -> None:
+    """A child forked after the parent used the Redis budget fetches through it as a process of
+    its own (its own row of the share table), and the parent's connection to Redis still works."""
+    kwargs = {"count": 5, "base_url": fresh.base_url, "rate_budget": redis_server.url, "max_retries": 0}
+    mdcoord.candles("KRW-BTC", "1m", **kwargs)
+    child = mp.get_context("fork").Process(target=_gc_and_fetch, args=(fresh.base_url, redis_server.url))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert len(mdcoord.candles("KRW-BTC", "1m", **kwargs)) == 5
+    assert fresh.count(status=200) == fresh.count() == _grants(rdb, source_name(fresh.base_url))
+    procs = {k.decode().rpartition(":")[2] for k in rdb.hkeys(budget_keys(source_name(fresh.base_url), "candles")[5])}
+    assert procs == {str(os.getpid()), str(child.pid)}

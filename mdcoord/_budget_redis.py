@@ -216,7 +216,7 @@ class RedisBudget:
     process: queued for one request at a time, so that processes take turns, not coroutines.
 
     >>> budget = RedisBudget("redis://127.0.0.1:6379/0", "upbit", "candles")  # doctest: +SKIP
-    >>> res = await budget.acquire(allowed=10, span=1.05)  # doctest: +SKIP
+    >>> res, waited = await budget.acquire(allowed=10, span=1.05)  # doctest: +SKIP
     >>> budget.sending(res)  # doctest: +SKIP
 
     Raises :class:`~mdcoord.InvalidRequestError` when redis-py is missing or ``spec`` is not a

@@ -58,7 +58,7 @@ from typing import Protocol
 
 from ._exceptions import InvalidRequestError
 
-__all__ = ["SLOTS", "Budget", "FileRing", "MachineBudget", "Reservation", "Ticket", "default_budget_dir"]
+__all__ = ["SLOTS", "Budget", "FileRing", "MachineBudget", "Reservation", "Ticket", "TurnBudget", "default_budget_dir"]
 
 SLOTS = 64  # records kept per group: a rate_limit above this is kept in shorter windows
 WAITERS = 64  # tickets in the queue (one per waiting process and group; more wait untracked)
@@ -433,16 +433,18 @@ class Budget(Protocol):
     async def aclose(self) -> None: ...
 
 
-class MachineBudget:
-    """The machine's budget of one (exchange, group) for this process: a :class:`FileRing`,
-    queued for one request at a time (so that processes take turns, not coroutines)."""
+class TurnBudget:
+    """The client's side of a shared budget, whatever holds it: one request of this process
+    queued at a time (an ``asyncio.Lock``: processes take turns, not coroutines), asking again
+    after each wait it is told, and leaving the queue when the wait is cancelled. Subclasses say
+    how to ask (:meth:`_try`) and how to leave (:meth:`_leave`)."""
 
-    scope = "machine"
+    scope = ""
 
-    def __init__(self, ring: FileRing, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
-        self.ring = ring
+    def __init__(self, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self._sleep = sleep
         self._turn: asyncio.Lock | None = None
+        #: Seconds this process's requests waited for slots others held.
         self.waited = 0.0
 
     async def acquire(self, allowed: int, span: float) -> tuple[Reservation, float]:
@@ -456,15 +458,37 @@ class MachineBudget:
             waited = 0.0
             try:
                 while True:
-                    wait, res = self.ring.try_acquire(allowed, span, ticket)
+                    wait, res = await self._try(allowed, span, ticket, waited)
                     if res is not None:
                         return res, waited
                     waited += wait
                     self.waited += wait
                     await self._sleep(wait)
             finally:
-                if ticket.index >= 0:  # cancelled while queued
-                    self.ring.leave(ticket)
+                if ticket.index >= 0:  # cancelled (or failed) while queued: give the place up
+                    self._leave(ticket)
+
+    async def _try(self, allowed: int, span: float, ticket: Ticket, waited: float) -> tuple[float, Reservation | None]:
+        raise NotImplementedError
+
+    def _leave(self, ticket: Ticket) -> None:
+        raise NotImplementedError
+
+
+class MachineBudget(TurnBudget):
+    """The machine's budget of one (exchange, group) for this process: a :class:`FileRing`."""
+
+    scope = "machine"
+
+    def __init__(self, ring: FileRing, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        super().__init__(sleep)
+        self.ring = ring
+
+    async def _try(self, allowed: int, span: float, ticket: Ticket, waited: float) -> tuple[float, Reservation | None]:
+        return self.ring.try_acquire(allowed, span, ticket)
+
+    def _leave(self, ticket: Ticket) -> None:
+        self.ring.leave(ticket)
 
     def others_between(self, lo: float, hi: float) -> int:
         """Other processes' requests in ``(lo, hi]``, seconds of the ring's clock."""

@@ -31,9 +31,13 @@ Why it is safe when processes die (SIGKILL at any point):
   without it is marked then, as sent, the way the in-process limiter counts it). A reservation
   counts as "now" while its owner lives (it may send at any moment); a dead owner's counts for
   nothing (it died before its request was reported on the wire: only the microseconds between
-  writing the headers and that report are not covered); a live owner's is dropped after
-  ``LEASE_S``, and a send marked later is counted anew. A killed process thus holds a slot for
-  at most one window, and its ticket for none.
+  writing the headers and that report are not covered). A live owner's counts until it is sent
+  or given back, however long the way to the wire takes (a slow connect, TLS, a pool wait),
+  bounded only by ``LEASE_S`` (300 s) against a leaked reservation or a reused pid. A killed
+  process thus holds a slot for at most one window, and its ticket for none.
+* Processes see each other's liveness through their pids: they must share one pid namespace
+  (containers sharing the folder but not the pids would take each other's reservations for a
+  dead process's).
 * Times are ``CLOCK_MONOTONIC`` nanoseconds: one clock for every process of the host, immune
   to wall-clock steps.
 
@@ -56,19 +60,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ._exceptions import InvalidRequestError
+from ._exceptions import BudgetUnavailableError, InvalidRequestError
 
 __all__ = ["SLOTS", "Budget", "FileRing", "MachineBudget", "Reservation", "Ticket", "TurnBudget", "default_budget_dir"]
 
 SLOTS = 64  # records kept per group: a rate_limit above this is kept in shorter windows
 WAITERS = 64  # tickets in the queue (one per waiting process and group; more wait untracked)
 PROCS = 64  # processes whose share is kept (the oldest gone one makes room)
-LEASE_S = 5.0  # a reservation of a live process counts as "now" for at most this long
+LEASE_S = 300.0  # a live process's reservation counts as "now" until sent, given back, or this long
+# (far beyond any request's way to the wire: connect_timeout bounds it, 5 s by default; only a
+# reservation leaked by a bug, or a dead owner's pid taken by another process, ever reaches it)
 GRACE_S = 0.05  # a ticket is passed over when its owner looks again later than promised + this
-_MAGIC = b"MDCB0002"
+_VERSION = 3
+_MAGIC = b"MDCB%04d" % _VERSION
 _HEAD = struct.Struct("<8sq")  # magic, the next ticket number
 _SEND = struct.Struct("<qqii")  # time ns, lease end ns, pid, state
-_WAIT = struct.Struct("<qqii")  # ticket, promised-by ns, pid, 0
+_WAIT = struct.Struct("<qqiiq")  # ticket, promised-by ns, pid, its allowed, its span ns
 _PROC = struct.Struct("<iiqqq")  # pid, 0, grants, ns waited behind others, last grant ns
 _SENDS_AT = _HEAD.size
 _WAITS_AT = _SENDS_AT + SLOTS * _SEND.size
@@ -78,10 +85,16 @@ FREE, PENDING, SENT = 0, 1, 2
 
 
 def default_budget_dir() -> Path:
-    """Where the machine's budget files live: ``MDCOORD_BUDGET_DIR``, else one folder in the
-    system's temporary directory shared by every user (the IP's budget is every user's)."""
+    """Where the machine's budget files live: ``MDCOORD_BUDGET_DIR``, else ``/tmp/mdcoord-budget``,
+    one folder shared by every user of the machine (the IP's budget is every user's) — not
+    ``$TMPDIR``, which is per user on macOS and per job on many batch systems. (A container or
+    a service with a private /tmp shares it only if that folder is mounted in:
+    set ``MDCOORD_BUDGET_DIR``.)"""
     env = os.environ.get("MDCOORD_BUDGET_DIR")
-    return Path(env) if env else Path(tempfile.gettempdir()) / "mdcoord-budget"
+    if env:
+        return Path(env)
+    root = Path("/tmp")
+    return (root if os.name == "posix" and root.is_dir() else Path(tempfile.gettempdir())) / "mdcoord-budget"
 
 
 def _alive(pid: int) -> bool:
@@ -128,7 +141,8 @@ class Share:
 
 class FileRing:
     """At most ``allowed`` request starts in any ``span`` seconds, for every process that opens
-    the same file, handed out in the order the waiting processes came.
+    the same file, handed out in turn: first to the waiting process with the fewest of the
+    machine's recent requests, then to the one that queued first.
 
     >>> ring = FileRing(default_budget_dir(), "api.upbit.com", "candles")  # doctest: +SKIP
     >>> wait, res = ring.try_acquire(allowed=10, span=1.05)  # doctest: +SKIP
@@ -138,7 +152,7 @@ class FileRing:
                  clock: Callable[[], int] = time.monotonic_ns,
                  alive: Callable[[int], bool] = _alive) -> None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{host}__{group}")
-        self.path = Path(directory) / f"{safe}.ring"
+        self.path = Path(directory) / f"{safe}.v{_VERSION}.ring"  # (another layout, another file)
         self._clock = clock
         self._alive = alive
         self._pid = os.getpid()
@@ -152,16 +166,31 @@ class FileRing:
         # (a forked child must not share the parent's descriptor: flock locks belong to the
         # open file description, so parent and child would hold one lock between them)
         self._pid = os.getpid()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.chmod(self.path.parent, 0o1777)  # every user of the machine shares the IP
-        except OSError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.chmod(self.path.parent, 0o1777)  # every user of the machine shares the IP
+            except OSError:  # not ours: its owner made it
+                pass
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:  # another user's file we may not write, a read-only folder...
+            raise BudgetUnavailableError(
+                f"the machine's rate budget file {self.path} cannot be opened ({exc.strerror}); every "
+                f"user of the machine must be able to write it: fix its permissions, or point "
+                f"MDCOORD_BUDGET_DIR at a folder all of them can write", address=str(self.path)) from None
+        try:
+            os.fchmod(fd, 0o666)  # (the umask took write access from the other users)
+        except OSError:  # not ours: its owner made it
             pass
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         with _Locked(fd):
             head = os.pread(fd, len(_MAGIC), 0)
-            if head != _MAGIC:  # new (or older, or foreign) file: lay out a whole one at once
+            if head.strip(b"\0") == b"":  # new: lay out a whole one at once
                 os.pwrite(fd, _HEAD.pack(_MAGIC, 1) + bytes(_SIZE - _HEAD.size), 0)
+        if head.strip(b"\0") != b"" and head != _MAGIC:
+            os.close(fd)
+            raise BudgetUnavailableError(
+                f"{self.path} is not a rate budget file of this mdcoord version (it starts with "
+                f"{head!r}); remove it when no mdcoord process runs", address=str(self.path))
         self._fd, self._fd_pid = fd, self._pid
         _OPEN.add(self)
         return fd
@@ -194,7 +223,7 @@ class FileRing:
     def _write(self, fd: int, slot: int, record: tuple[int, int, int, int]) -> None:
         os.pwrite(fd, _SEND.pack(*record), _SENDS_AT + slot * _SEND.size)
 
-    def _write_wait(self, fd: int, index: int, record: tuple[int, int, int, int]) -> None:
+    def _write_wait(self, fd: int, index: int, record: tuple[int, int, int, int, int]) -> None:
         os.pwrite(fd, _WAIT.pack(*record), _WAITS_AT + index * _WAIT.size)
 
     # ------------------------------------------------------------------ the rule
@@ -204,11 +233,11 @@ class FileRing:
         if state == SENT:
             return t
         if state == PENDING and now < lease_end and self._alive(pid):
-            return now
-        return None  # free, or a reservation whose owner died (it never sent) or overstayed
+            return now  # it may leave at any moment, however long it takes to get there
+        return None  # free, or a reservation whose owner died (it never sent)
 
-    def _live_wait(self, rec: tuple[int, int, int, int], now: int) -> bool:
-        number, promised, pid, _ = rec
+    def _live_wait(self, rec: tuple[int, int, int, int, int], now: int) -> bool:
+        number, promised, pid, _, _ = rec
         return number > 0 and now <= promised and self._alive(pid)
 
     def try_acquire(self, allowed: int, span: float, ticket: Ticket | None = None) -> tuple[float, Reservation | None]:
@@ -228,7 +257,6 @@ class FileRing:
         with _Locked(fd):
             now = self._clock()
             state = self._read(fd)
-            times = sorted(t for r in state.sends if (t := self._effective(r, now)) is not None and t > now - span_ns)
             mine = self._my_number(state, ticket)
             if mine is None and ticket is not None:
                 ticket.index = -1  # passed over long enough that our record went to another
@@ -240,22 +268,27 @@ class FileRing:
                 if self._effective(r, now) is not None:
                     recent[r[2]] = recent.get(r[2], 0) + 1
             my_key = (recent.get(self._pid, 0), mine if mine is not None else state.next_ticket)
-            ahead = sum(1 for i, w in enumerate(state.waits)
-                        if self._live_wait(w, now) and not (mine is not None and i == ticket.index)
-                        and (recent.get(w[2], 0), w[0]) < my_key)
-            free = allowed - len(times)
-            if free > ahead:
+            ahead = [w for i, w in enumerate(state.waits)
+                     if self._live_wait(w, now) and not (mine is not None and i == ticket.index)
+                     and (recent.get(w[2], 0), w[0]) < my_key]
+            # the strictest rule of those ahead holds for us too (a process whose share was cut,
+            # or whose margin is wider, would otherwise wait for ever behind a laxer one)
+            rule_allowed = min([allowed, *(w[3] for w in ahead if w[3] > 0)])
+            rule_span = max([span_ns, *(w[4] for w in ahead)])
+            times = sorted(t for r in state.sends if (t := self._effective(r, now)) is not None and t > now - rule_span)
+            free = rule_allowed - len(times)
+            if free > len(ahead):
                 slot = self._spare(state.sends, now)
                 self._write(fd, slot, (now, now + int(LEASE_S * 1e9), self._pid, PENDING))
                 if ticket is not None:
                     if mine is not None:
-                        self._write_wait(fd, ticket.index, (0, 0, 0, 0))
+                        self._write_wait(fd, ticket.index, (0, 0, 0, 0, 0))
                     self._count_grant(fd, state, now, ticket.waited_ns)
                     ticket.number, ticket.index, ticket.waited_ns = 0, -1, 0
                 return 0.0, Reservation(slot, now)
             # our turn comes when the (allowed - ahead)-th newest send leaves the span
-            need = allowed - ahead
-            wait_ns = (times[-need] + span_ns - now) if 1 <= need <= len(times) else span_ns // allowed
+            need = rule_allowed - len(ahead)
+            wait_ns = (times[-need] + rule_span - now) if 1 <= need <= len(times) else rule_span // rule_allowed
             wait_ns = max(100_000, wait_ns)  # at least 0.1 ms
             if ticket is not None:
                 promised = now + wait_ns + int(GRACE_S * 1e9)
@@ -265,9 +298,9 @@ class FileRing:
                         number = state.next_ticket
                         os.pwrite(fd, _HEAD.pack(_MAGIC, number + 1), 0)
                         ticket.number, ticket.index = number, index
-                        self._write_wait(fd, index, (number, promised, self._pid, 0))
+                        self._write_wait(fd, index, (number, promised, self._pid, allowed, span_ns))
                 else:
-                    self._write_wait(fd, ticket.index, (mine, promised, self._pid, 0))
+                    self._write_wait(fd, ticket.index, (mine, promised, self._pid, allowed, span_ns))
                 ticket.waited_ns += wait_ns
             return wait_ns / 1e9, None
 
@@ -278,7 +311,7 @@ class FileRing:
         fd = self._open()
         with _Locked(fd):
             if self._my_number(self._read(fd), ticket) is not None:
-                self._write_wait(fd, ticket.index, (0, 0, 0, 0))
+                self._write_wait(fd, ticket.index, (0, 0, 0, 0, 0))
         ticket.number, ticket.index = 0, -1
 
     def _my_number(self, state: _State, ticket: Ticket | None) -> int | None:
@@ -286,7 +319,7 @@ class FileRing:
         the record was given to another after we were passed over for long: we queue anew)."""
         if ticket is None or ticket.index < 0:
             return None
-        number, _, pid, _ = state.waits[ticket.index]
+        number, _, pid, _, _ = state.waits[ticket.index]
         return number if (number, pid) == (ticket.number, self._pid) else None
 
     def _free_wait(self, state: _State, now: int) -> int | None:
@@ -308,9 +341,10 @@ class FileRing:
         os.pwrite(fd, _PROC.pack(self._pid, 0, grants + 1, waited + waited_ns, now), _PROCS_AT + index * _PROC.size)
 
     def mark_sending(self, res: Reservation) -> None:
-        """The request of ``res`` leaves now: its record becomes a send at this moment. Call it
-        just *before* writing the request, so that a process killed after this call is counted
-        and one killed before it never sent."""
+        """The request of ``res`` is on the wire now (the client calls it when aiohttp reports
+        its headers written): its record becomes a send at this moment. Until then it counted
+        as "now"; a process killed before this call is taken for one that never sent (only the
+        microseconds between writing the headers and this call are not covered)."""
         fd = self._open()
         with _Locked(fd):
             t, lease_end, pid, state = self._read_one(fd, res.slot)
@@ -396,7 +430,7 @@ os.register_at_fork(after_in_child=_forget_inherited)
 class _State:
     next_ticket: int
     sends: list[tuple[int, int, int, int]]
-    waits: list[tuple[int, int, int, int]]
+    waits: list[tuple[int, int, int, int, int]]
     procs: list[tuple[int, int, int, int, int]]
 
 

@@ -47,7 +47,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._budget import Reservation, Share, _alive
+from ._budget import Reservation, Share, Ticket, TurnBudget, _alive
 from ._config import budget_label
 from ._exceptions import BudgetUnavailableError, InvalidRequestError
 
@@ -211,9 +211,10 @@ def budget_keys(source: str, group: str) -> list[str]:
     return [f"{prefix}:{k}" for k in ("sends", "pending", "queue", "promised", "seq", "grants", "waited", "last")]
 
 
-class RedisBudget:
+class RedisBudget(TurnBudget):
     """The budget of one (exchange, group) shared through the Redis at ``spec``, for this
-    process: queued for one request at a time, so that processes take turns, not coroutines.
+    process: queued for one request at a time, so that processes take turns, not coroutines
+    (:class:`~mdcoord._budget.TurnBudget`'s loop; this class says how Redis is asked).
 
     >>> budget = RedisBudget("redis://127.0.0.1:6379/0", "upbit", "candles")  # doctest: +SKIP
     >>> res, waited = await budget.acquire(allowed=10, span=1.05)  # doctest: +SKIP
@@ -231,6 +232,7 @@ class RedisBudget:
         if _redis is None:
             raise InvalidRequestError(
                 f"rate_budget={budget_label(spec)!r} needs redis-py: pip install \"mdcoord[redis]\"")
+        super().__init__(sleep)
         self.address = budget_label(spec)
         try:
             self._client = _redis.Redis.from_url(
@@ -242,16 +244,14 @@ class RedisBudget:
                                       f"got {self.address!r} ({exc})") from None
         self._keys = budget_keys(source, group)
         self._scripts = {name: self._client.register_script(code) for name, code in _SCRIPTS.items()}
-        self._sleep = sleep
         self._host = socket.gethostname()
         self._proc = f"{self._host}:{os.getpid()}"
         self._member = f"{self._proc}:{secrets.token_hex(4)}"  # this budget's place in the queue
-        self._turn: asyncio.Lock | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # marks underway (sending, unsent, leave)
+        self._shares_task: asyncio.Task[None] | None = None
         self._shares: list[Share] = []
         self._shares_at = float("-inf")
         self._others = 0  # other owners' requests in the window at the latest acquire
-        self.waited = 0.0
 
     # ------------------------------------------------------------------ the client's side
     async def acquire(self, allowed: int, span: float) -> tuple[Reservation, float]:
@@ -260,26 +260,24 @@ class RedisBudget:
         if isinstance(allowed, bool) or not isinstance(allowed, int) or not 1 <= allowed <= 10_000 \
                 or not 0 < span <= MAX_SPAN_S:
             raise InvalidRequestError(f"the Redis budget needs 1 <= allowed <= 10000 and 0 < span <= {MAX_SPAN_S}")
-        if self._turn is None:
-            self._turn = asyncio.Lock()
-        span_us, lease_us = round(span * 1e6), round(max(span, 1.0) * 1e6)
-        async with self._turn:
-            waited_us, queued = 0, False
-            try:
-                while True:
-                    wait_us, rid, now, self._others = await self._run(
-                        "acquire", allowed, span_us, lease_us, round(GRACE_S * 1e6), self._member,
-                        self._proc, waited_us, PROCS)
-                    queued = bool(wait_us)
-                    if not wait_us:
-                        await self._refresh_shares()
-                        return Reservation(int(rid), int(now)), waited_us / 1e6
-                    waited_us += int(wait_us)
-                    self.waited += wait_us / 1e6
-                    await self._sleep(wait_us / 1e6)
-            finally:
-                if queued:  # cancelled (or failed) while queued: give the place up
-                    self._later("leave", self._member)
+        return await super().acquire(allowed, span)
+
+    async def _try(self, allowed: int, span: float, ticket: Ticket, waited: float) -> tuple[float, Reservation | None]:
+        lease_us = round(max(span, 1.0) * 1e6)
+        wait_us, rid, now, self._others = await self._run(
+            "acquire", allowed, round(span * 1e6), lease_us, round(GRACE_S * 1e6), self._member, self._proc,
+            round(waited * 1e6), PROCS)
+        if wait_us:
+            ticket.index = 0  # queued (Redis keeps our place under self._member)
+            return int(wait_us) / 1e6, None
+        ticket.index = -1
+        res = Reservation(int(rid), int(now))
+        self._refresh_later()
+        return 0.0, res
+
+    def _leave(self, ticket: Ticket) -> None:
+        ticket.index = -1
+        self._later("leave", self._member)
 
     def others_between(self, lo: float, hi: float) -> int:
         """Requests of the other processes sharing this budget that ``Remaining-Req`` may have
@@ -301,13 +299,17 @@ class RedisBudget:
 
     def shares(self) -> list[Share]:
         """What each process that took slots got, most recently served first: a snapshot that
-        :meth:`acquire` refreshes at most once a second (metrics are read from another thread)."""
+        a grant refreshes (in the background) at most once a second (metrics are read from
+        another thread)."""
         return list(self._shares)
 
     async def aclose(self) -> None:
         """Wait for the updates still underway, then close the connections."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._tasks or (self._shares_task is not None and not self._shares_task.done()):
+            pending = list(self._tasks)
+            if self._shares_task is not None:
+                pending.append(self._shares_task)
+            await asyncio.gather(*pending, return_exceptions=True)
         close = getattr(self._client, "aclose", None) or self._client.close  # (redis-py < 5.0.1)
         await close()
 
@@ -338,6 +340,14 @@ class RedisBudget:
             # (the next acquire will raise if Redis stays away; a lost mark only shortens how
             # long this send counts to the rest of its reservation's lease)
             log.warning("mdcoord: %s", task.exception())
+
+    def _refresh_later(self) -> None:
+        """Refresh the shares snapshot in a task (after a grant: nothing may come between the
+        grant and the send), at most once a second."""
+        if (self._shares_task is None or self._shares_task.done()) \
+                and time.monotonic() - self._shares_at >= SHARES_EVERY_S:
+            self._shares_task = asyncio.get_running_loop().create_task(self._refresh_shares())
+            self._shares_task.add_done_callback(self._settled)
 
     async def _refresh_shares(self) -> None:
         if time.monotonic() - self._shares_at < SHARES_EVERY_S:

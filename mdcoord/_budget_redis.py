@@ -74,7 +74,8 @@ OP_TIMEOUT_S = 2.0
 
 # KEYS: 1 sends (zset "id|owner" -> send us), 2 pending (zset "id|owner" -> lease end us), 3 queue
 # (zset owner -> ticket number), 4 promised (zset owner -> promised-by us), 5 seq (counter),
-# 6 grants (hash proc -> n), 7 waited (hash proc -> us), 8 last (zset proc -> last grant us).
+# 6 grants (hash proc -> n), 7 waited (hash proc -> us), 8 last (zset proc -> last grant us),
+# 9 rules (hash owner -> "allowed:span us" of a queued owner: what it asks the window for).
 # An owner is one RedisBudget (host:pid:token): it queues one request at a time.
 _PRUNE = """
 local t = redis.call('TIME')
@@ -86,6 +87,7 @@ local late = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - horizon)
 for _, m in ipairs(late) do
   redis.call('ZREM', KEYS[3], m)
   redis.call('ZREM', KEYS[4], m)
+  redis.call('HDEL', KEYS[9], m)
 end
 local function touch(ttl)
   for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
@@ -100,15 +102,21 @@ end
 _ACQUIRE = _PRUNE + """
 local allowed, span, lease = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local grace, member, proc = tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local times = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - span), '+inf', 'WITHSCORES')
-local counted, recent = {}, {}
-local function count(m, t)
-  counted[#counted + 1] = t
-  local o = owner(m)
-  recent[o] = (recent[o] or 0) + 1
+local pending = redis.call('ZRANGE', KEYS[2], 0, -1)
+-- the starts that count in the last s us (a reservation counts as now), and each owner's number
+local function window(s)
+  local times = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - s), '+inf', 'WITHSCORES')
+  local counted, recent = {}, {}
+  local function count(m, t)
+    counted[#counted + 1] = t
+    local o = owner(m)
+    recent[o] = (recent[o] or 0) + 1
+  end
+  for i = 1, #times, 2 do count(times[i], tonumber(times[i + 1])) end
+  for _, m in ipairs(pending) do count(m, now) end
+  return counted, recent
 end
-for i = 1, #times, 2 do count(times[i], tonumber(times[i + 1])) end
-for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do count(m, now) end  -- a reservation counts as now
+local counted, recent = window(span)
 local others = #counted - (recent[member] or 0)
 -- who goes first: the waiter with the fewest requests in the window, then the one that queued
 -- first (as the machine's budget does): a newcomer is served at once, and an owner that had
@@ -117,6 +125,10 @@ local mine = redis.call('ZSCORE', KEYS[3], member)
 local my_n = recent[member] or 0
 local my_t = tonumber(mine or (tonumber(redis.call('GET', KEYS[5]) or 0) + 1))
 local ahead = 0
+-- the rule is the strictest of ours and of the waiters ahead of us (the fewest allowed, the
+-- widest span): a caller that may have more would otherwise keep the window too full for a
+-- waiter ahead that may have less (its share halved, its margin widened), and starve it
+local rule_allowed, rule_span = allowed, span
 local queue = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
 for i = 1, #queue, 2 do
   local m, t = queue[i], tonumber(queue[i + 1])
@@ -124,13 +136,22 @@ for i = 1, #queue, 2 do
   local n = recent[m] or 0
   if m ~= member and promised and tonumber(promised) >= now and (n < my_n or (n == my_n and t < my_t)) then
     ahead = ahead + 1
+    local rule = redis.call('HGET', KEYS[9], m)
+    local sep = rule and string.find(rule, ':', 1, true)
+    if sep then
+      local a, s = tonumber(string.sub(rule, 1, sep - 1)), tonumber(string.sub(rule, sep + 1))
+      if a and a < rule_allowed then rule_allowed = a end
+      if s and s > rule_span then rule_span = s end
+    end
   end
 end
-if allowed - #counted > ahead then
+if rule_span ~= span then counted = window(rule_span) end
+if rule_allowed - #counted > ahead then
   local id = redis.call('INCR', KEYS[5])
   redis.call('ZADD', KEYS[2], now + lease, id .. '|' .. member)
   redis.call('ZREM', KEYS[3], member)
   redis.call('ZREM', KEYS[4], member)
+  redis.call('HDEL', KEYS[9], member)
   redis.call('HINCRBY', KEYS[6], proc, 1)
   redis.call('HINCRBY', KEYS[7], proc, tonumber(ARGV[9]))
   redis.call('ZADD', KEYS[8], now, proc)
@@ -146,18 +167,19 @@ if allowed - #counted > ahead then
   return {0, id, now, others}
 end
 -- our turn comes when the (allowed - ahead)-th newest counted start leaves the span
-local need = allowed - ahead
+local need = rule_allowed - ahead
 local wait
 if need >= 1 and need <= #counted then
-  wait = counted[#counted - need + 1] + span - now
+  wait = counted[#counted - need + 1] + rule_span - now
 else
-  wait = math.floor(span / allowed)
+  wait = math.floor(rule_span / rule_allowed)
 end
 if wait < 100 then wait = 100 end
 if not mine then
   redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[5]), member)
 end
 redis.call('ZADD', KEYS[4], now + wait + grace, member)
+redis.call('HSET', KEYS[9], member, allowed .. ':' .. span)
 touch(tonumber(ARGV[2]))
 return {wait, 0, now, others}
 """
@@ -184,6 +206,7 @@ return now
 _LEAVE = _PRUNE + """
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('ZREM', KEYS[4], ARGV[3])
+redis.call('HDEL', KEYS[9], ARGV[3])
 return now
 """
 
@@ -208,7 +231,7 @@ _SCRIPTS = {"acquire": _ACQUIRE, "sending": _SENDING, "unsent": _UNSENT, "leave"
 def budget_keys(source: str, group: str) -> list[str]:
     """The Redis keys of one (exchange, group), in the scripts' ``KEYS`` order."""
     prefix = f"mdcoord:budget:{source}:{group}"
-    return [f"{prefix}:{k}" for k in ("sends", "pending", "queue", "promised", "seq", "grants", "waited", "last")]
+    return [f"{prefix}:{k}" for k in ("sends", "pending", "queue", "promised", "seq", "grants", "waited", "last", "rules")]
 
 
 class RedisBudget(TurnBudget):
@@ -219,6 +242,10 @@ class RedisBudget(TurnBudget):
     >>> budget = RedisBudget("redis://127.0.0.1:6379/0", "upbit", "candles")  # doctest: +SKIP
     >>> res, waited = await budget.acquire(allowed=10, span=1.05)  # doctest: +SKIP
     >>> budget.sending(res)  # doctest: +SKIP
+
+    A caller is held to the strictest rule among itself and the live waiters ahead of it (the
+    fewest ``allowed``, the widest ``span``), so processes whose limits differ (a share halved,
+    a margin widened) still take turns.
 
     Raises :class:`~mdcoord.InvalidRequestError` when redis-py is missing or ``spec`` is not a
     Redis URL, and (from :meth:`acquire`) :class:`~mdcoord.BudgetUnavailableError` when Redis

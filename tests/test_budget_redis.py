@@ -190,6 +190,41 @@ def test_a_reservation_counts_until_sent_or_until_its_lease_ends(redis_server: S
     asyncio.run(run())
 
 
+def test_a_waiter_with_a_smaller_limit_is_not_starved(redis_server: Server, rdb: redis.Redis) -> None:
+    """Two owners with different rules (allowed=5, say a share halved after a stranger showed;
+    and allowed=10): the one with 5, queued first, keeps getting its turns while the other asks
+    continuously — the caller is held to the strictest rule of the waiters ahead of it."""
+    total, span = 60, 0.5
+    counts = {"small": 0, "big": 0}
+
+    async def run() -> None:
+        small_sleeps = Sleeps()
+        small = RedisBudget(redis_server.url, "rules", "candles", sleep=small_sleeps)
+        big = RedisBudget(redis_server.url, "rules", "candles")
+        for _ in range(9):  # the window almost full, spread over it: the small one has to queue,
+            big.sending((await big.acquire(10, span))[0])  # and slots free one at a time
+            await asyncio.sleep(span / 10)
+        await _settle(big)
+
+        async def ask(name: str, budget: RedisBudget, allowed: int) -> None:
+            while sum(counts.values()) < total:
+                budget.sending((await budget.acquire(allowed, span))[0])
+                counts[name] += 1
+
+        small_task = asyncio.ensure_future(ask("small", small, 5))
+        while not small_sleeps.asked:  # queued first
+            await asyncio.sleep(0.005)
+        await ask("big", big, 10)
+        small_task.cancel()
+        await asyncio.gather(small_task, return_exceptions=True)
+        await small.aclose()
+        await big.aclose()
+
+    asyncio.run(run())
+    assert sum(counts.values()) >= total
+    assert counts["small"] >= total // 4, counts  # its turns (without the rule: 0 or 1 of 60)
+
+
 def test_bad_limits_and_urls_are_typed_errors(redis_server: Server) -> None:
     budget = RedisBudget(redis_server.url, "bad", "candles")
     for allowed, span in [(0, 1.0), (10, 0.0), (10, 60.0), (True, 1.0)]:

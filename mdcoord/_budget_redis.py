@@ -15,17 +15,24 @@ the script. The hosts' own clocks are never compared with each other or with Red
 ever learns "wait this long", a duration.
 
 **Leases instead of pids.** A grant is written as a reservation that counts as "now" until it is
-marked sent (then its send time counts) or until its lease ends, ``max(span, 1 s)`` after the
-grant. Whether a process on another host still lives cannot be checked, so the lease is what
-bounds the harm of one that dies between reserving and sending: it holds a slot for at most one
-window. (The other side of it: a request that leaves more than a lease after its grant is
-counted at its send time, anew, and may overlap a slot given meanwhile to another.)
+marked sent (then its send time counts) or given back. Whether a process on another host still
+lives cannot be checked, so a reservation has a lease, ``max(span, 1 s)``, which its owner renews
+every third of it while the request has not left (a slow connect, a wait for a pooled
+connection): a live host's reservation counts until it is sent or given back, however late, and
+a dead (or frozen, or cut off) host's for at most one lease after its last renewal. (A request
+that leaves after its lease did run out — its owner's loop stalled for a whole lease — is
+counted at its send time, anew.)
 
 **In turn.** A process that finds the window full takes a ticket (a number from a counter) and
 promises to ask again by the time it was told to wait plus ``GRACE_S``; a free slot goes to the
 waiter with the fewest requests in the window, then to the oldest ticket, among the waiters that
-keep their promise (the machine budget's order: a newcomer is served at once). A ticket whose owner is late (dead, frozen, cut off)
-is passed over until its owner is back, and dropped after ``HORIZON_S``.
+keep their promise (the machine budget's order: a newcomer is served at once). A ticket whose
+owner is late (dead, frozen, cut off) is passed over until its owner is back, and dropped after
+``HORIZON_S``. Processes may ask with different rules (a share halved after a stranger showed,
+a margin widened after a 429): each queued owner's ``allowed`` and ``span`` are kept with its
+ticket, and a caller is held to the strictest rule among itself and the live waiters ahead of
+it (the fewest allowed, the widest span), both for the grant and for the wait it is told, so
+one that may have more cannot keep the window too full for a waiter ahead that may have less.
 
 **Nothing grows.** Sends older than ``HORIZON_S`` are pruned by every call, the share table keeps
 the ``PROCS`` most recent processes, and every key expires ``TTL_S`` after its last use.
@@ -210,6 +217,16 @@ redis.call('HDEL', KEYS[9], ARGV[3])
 return now
 """
 
+# ARGV: 1 horizon, 2 ttl, 3 reservation id, 4 owner, 5 lease us. A live owner's reservation that
+# is not sent yet keeps counting: its lease is moved to now + lease, if it is still there.
+# Returns 1 when renewed, 0 when it is gone (sent, given back, or its lease had run out).
+_RENEW = _PRUNE + """
+local m = ARGV[3] .. '|' .. ARGV[4]
+if not redis.call('ZSCORE', KEYS[2], m) then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[5]), m)
+return 1
+"""
+
 # Returns {now, proc, grants, waited us, last us, proc, ...}, most recently served first.
 _SHARES = """
 local t = redis.call('TIME')
@@ -225,7 +242,8 @@ end
 return out
 """
 
-_SCRIPTS = {"acquire": _ACQUIRE, "sending": _SENDING, "unsent": _UNSENT, "leave": _LEAVE, "shares": _SHARES}
+_SCRIPTS = {"acquire": _ACQUIRE, "sending": _SENDING, "unsent": _UNSENT, "leave": _LEAVE, "renew": _RENEW,
+            "shares": _SHARES}
 
 
 def budget_keys(source: str, group: str) -> list[str]:
@@ -245,7 +263,11 @@ class RedisBudget(TurnBudget):
 
     A caller is held to the strictest rule among itself and the live waiters ahead of it (the
     fewest ``allowed``, the widest ``span``), so processes whose limits differ (a share halved,
-    a margin widened) still take turns.
+    a margin widened) still take turns. A reservation of this (live) process counts until it is
+    sent (:meth:`sending`) or given back (:meth:`unsent`): a task renews its lease every third
+    of it meanwhile, so a request that reaches the wire late (a slow connect, a pool wait) is
+    still the one its slot was kept for. A dead host's reservation counts for at most one lease
+    (``max(span, 1 s)``) after its last renewal.
 
     Raises :class:`~mdcoord.InvalidRequestError` when redis-py is missing or ``spec`` is not a
     Redis URL, and (from :meth:`acquire`) :class:`~mdcoord.BudgetUnavailableError` when Redis
@@ -275,6 +297,7 @@ class RedisBudget(TurnBudget):
         self._proc = f"{self._host}:{os.getpid()}"
         self._member = f"{self._proc}:{secrets.token_hex(4)}"  # this budget's place in the queue
         self._tasks: set[asyncio.Task[Any]] = set()  # marks underway (sending, unsent, leave)
+        self._renewals: dict[int, tuple[asyncio.Event, asyncio.Task[None]]] = {}  # unsent reservations
         self._shares_task: asyncio.Task[None] | None = None
         self._shares: list[Share] = []
         self._shares_at = float("-inf")
@@ -299,6 +322,7 @@ class RedisBudget(TurnBudget):
             return int(wait_us) / 1e6, None
         ticket.index = -1
         res = Reservation(int(rid), int(now))
+        self._renew(res, lease_us)
         self._refresh_later()
         return 0.0, res
 
@@ -317,11 +341,13 @@ class RedisBudget(TurnBudget):
 
     def sending(self, res: Reservation) -> None:
         """The request of ``res`` is on the wire: its reservation becomes a send (in a task:
-        aiohttp's ``on_sent`` is synchronous)."""
+        aiohttp's ``on_sent`` is synchronous), and its lease is no longer renewed."""
+        self._stop_renewing(res)
         self._later("sending", res.slot, self._member)
 
     def unsent(self, res: Reservation) -> None:
         """The request of ``res`` never left: give the slot back."""
+        self._stop_renewing(res)
         self._later("unsent", res.slot, self._member)
 
     def shares(self) -> list[Share]:
@@ -331,14 +357,48 @@ class RedisBudget(TurnBudget):
         return list(self._shares)
 
     async def aclose(self) -> None:
-        """Wait for the updates still underway, then close the connections."""
-        while self._tasks or (self._shares_task is not None and not self._shares_task.done()):
-            pending = list(self._tasks)
+        """Stop renewing, wait for the updates still underway, then close the connections."""
+        while self._renewals or self._tasks or (self._shares_task is not None and not self._shares_task.done()):
+            for stop, _ in list(self._renewals.values()):
+                stop.set()
+            pending = [t for _, t in self._renewals.values()] + list(self._tasks)
             if self._shares_task is not None:
                 pending.append(self._shares_task)
             await asyncio.gather(*pending, return_exceptions=True)
         close = getattr(self._client, "aclose", None) or self._client.close  # (redis-py < 5.0.1)
         await close()
+
+    # ------------------------------------------------------------------ leases
+    def _renew(self, res: Reservation, lease_us: int) -> None:
+        """Keep ``res`` counted while it is unsent: renew its lease every third of it."""
+        stop = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._renewing(res, lease_us, stop))
+        self._renewals[res.slot] = (stop, task)
+        task.add_done_callback(lambda _: self._renewals.pop(res.slot, None))
+        task.add_done_callback(self._settled)
+
+    def _stop_renewing(self, res: Reservation) -> None:
+        # (stopped, not cancelled: a renewal underway ends normally; it cannot bring back a
+        # reservation the mark removes, since it only moves a lease that is still there)
+        entry = self._renewals.get(res.slot)
+        if entry is not None:
+            entry[0].set()
+
+    async def _renewing(self, res: Reservation, lease_us: int, stop: asyncio.Event) -> None:
+        warned = False
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), lease_us / 3e6)
+                return  # sent, given back, or the budget closes
+            except asyncio.TimeoutError:
+                pass
+            try:
+                if not await self._run("renew", res.slot, self._member, lease_us):
+                    return  # gone: its lease ran out before we renewed it (a send is counted anew)
+            except BudgetUnavailableError as exc:  # the lease runs out unless Redis is back in time
+                if not warned:
+                    log.warning("mdcoord: %s", exc)
+                    warned = True
 
     # ------------------------------------------------------------------ Redis
     async def _run(self, name: str, *args: object) -> Any:

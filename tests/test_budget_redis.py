@@ -8,7 +8,8 @@ table, the embedded exchange's log — never how fast this machine is:
 * the rule: grants up to ``allowed``, then a wait; several real processes, each with its own
   budget, never put more than ``allowed`` sends in any span by the times Redis recorded;
 * turns: four processes contending get near-equal numbers of grants; an owner asking with a
-  smaller ``allowed`` is not starved by one asking continuously with a larger one;
+  smaller ``allowed`` (or a wider span) is not starved by one asking continuously with a larger
+  one;
 * a live owner's reservation counts until it is sent, however late (its lease is renewed);
 * SIGKILL between reserving and sending (the slot is held for one lease, a window) and after
   sending (the send counts for its window);
@@ -232,39 +233,43 @@ def test_a_live_owners_reservation_counts_until_sent_however_late(redis_server: 
     asyncio.run(run())
 
 
-def test_a_waiter_with_a_smaller_limit_is_not_starved(redis_server: Server, rdb: redis.Redis) -> None:
-    """Two owners with different rules (allowed=5, say a share halved after a stranger showed;
-    and allowed=10): the one with 5, queued first, keeps getting its turns while the other asks
-    continuously — the caller is held to the strictest rule of the waiters ahead of it."""
+@pytest.mark.parametrize(("allowed", "wide"), [(5, 1.0), (10, 2.0)], ids=["smaller-allowed", "wider-span"])
+def test_a_waiter_with_a_stricter_rule_is_not_starved(redis_server: Server, rdb: redis.Redis,
+                                                       allowed: int, wide: float) -> None:
+    """Two owners with different rules — one with allowed=5 (a share halved after a stranger
+    showed) or with a span twice as wide (a margin widened after a 429), the other with
+    allowed=10 in the plain span: the strict one, queued first, keeps getting its turns while
+    the other asks continuously — the caller is held to the strictest rule of the waiters ahead
+    of it."""
     total, span = 60, 0.5
-    counts = {"small": 0, "big": 0}
+    counts = {"strict": 0, "plain": 0}
 
     async def run() -> None:
-        small_sleeps = Sleeps()
-        small = RedisBudget(redis_server.url, "rules", "candles", sleep=small_sleeps)
-        big = RedisBudget(redis_server.url, "rules", "candles")
-        for _ in range(9):  # the window almost full, spread over it: the small one has to queue,
-            big.sending((await big.acquire(10, span))[0])  # and slots free one at a time
+        strict_sleeps = Sleeps()
+        strict = RedisBudget(redis_server.url, "rules", "candles", sleep=strict_sleeps)
+        plain = RedisBudget(redis_server.url, "rules", "candles")
+        for _ in range(9):  # the window almost full, spread over it: the strict one has to queue,
+            plain.sending((await plain.acquire(10, span))[0])  # and slots free one at a time
             await asyncio.sleep(span / 10)
-        await _settle(big)
+        await _settle(plain)
 
-        async def ask(name: str, budget: RedisBudget, allowed: int) -> None:
+        async def ask(name: str, budget: RedisBudget, allowed: int, span: float) -> None:
             while sum(counts.values()) < total:
                 budget.sending((await budget.acquire(allowed, span))[0])
                 counts[name] += 1
 
-        small_task = asyncio.ensure_future(ask("small", small, 5))
-        while not small_sleeps.asked:  # queued first
+        strict_task = asyncio.ensure_future(ask("strict", strict, allowed, span * wide))
+        while not strict_sleeps.asked:  # queued first
             await asyncio.sleep(0.005)
-        await ask("big", big, 10)
-        small_task.cancel()
-        await asyncio.gather(small_task, return_exceptions=True)
-        await small.aclose()
-        await big.aclose()
+        await ask("plain", plain, 10, span)
+        strict_task.cancel()
+        await asyncio.gather(strict_task, return_exceptions=True)
+        await strict.aclose()
+        await plain.aclose()
 
     asyncio.run(run())
     assert sum(counts.values()) >= total
-    assert counts["small"] >= total // 4, counts  # its turns (without the rule: 0 or 1 of 60)
+    assert counts["strict"] >= total // 4, counts  # its turns (without the rule: 0 or 1 of 60)
 
 
 def test_bad_limits_and_urls_are_typed_errors(redis_server: Server) -> None:

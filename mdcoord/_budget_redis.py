@@ -15,17 +15,24 @@ the script. The hosts' own clocks are never compared with each other or with Red
 ever learns "wait this long", a duration.
 
 **Leases instead of pids.** A grant is written as a reservation that counts as "now" until it is
-marked sent (then its send time counts) or until its lease ends, ``max(span, 1 s)`` after the
-grant. Whether a process on another host still lives cannot be checked, so the lease is what
-bounds the harm of one that dies between reserving and sending: it holds a slot for at most one
-window. (The other side of it: a request that leaves more than a lease after its grant is
-counted at its send time, anew, and may overlap a slot given meanwhile to another.)
+marked sent (then its send time counts) or given back. Whether a process on another host still
+lives cannot be checked, so a reservation has a lease, ``max(span, 1 s)``, which its owner renews
+every third of it while the request has not left (a slow connect, a wait for a pooled
+connection): a live host's reservation counts until it is sent or given back, however late, and
+a dead (or frozen, or cut off) host's for at most one lease after its last renewal. (A request
+that leaves after its lease did run out — its owner's loop stalled for a whole lease — is
+counted at its send time, anew.)
 
 **In turn.** A process that finds the window full takes a ticket (a number from a counter) and
 promises to ask again by the time it was told to wait plus ``GRACE_S``; a free slot goes to the
 waiter with the fewest requests in the window, then to the oldest ticket, among the waiters that
-keep their promise (the machine budget's order: a newcomer is served at once). A ticket whose owner is late (dead, frozen, cut off)
-is passed over until its owner is back, and dropped after ``HORIZON_S``.
+keep their promise (the machine budget's order: a newcomer is served at once). A ticket whose
+owner is late (dead, frozen, cut off) is passed over until its owner is back, and dropped after
+``HORIZON_S``. Processes may ask with different rules (a share halved after a stranger showed,
+a margin widened after a 429): each queued owner's ``allowed`` and ``span`` are kept with its
+ticket, and a caller is held to the strictest rule among itself and the live waiters ahead of
+it (the fewest allowed, the widest span), both for the grant and for the wait it is told, so
+one that may have more cannot keep the window too full for a waiter ahead that may have less.
 
 **Nothing grows.** Sends older than ``HORIZON_S`` are pruned by every call, the share table keeps
 the ``PROCS`` most recent processes, and every key expires ``TTL_S`` after its last use.
@@ -47,7 +54,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._budget import Reservation, Share, _alive
+from ._budget import Reservation, Share, Ticket, TurnBudget, _alive
 from ._config import budget_label
 from ._exceptions import BudgetUnavailableError, InvalidRequestError
 
@@ -74,7 +81,8 @@ OP_TIMEOUT_S = 2.0
 
 # KEYS: 1 sends (zset "id|owner" -> send us), 2 pending (zset "id|owner" -> lease end us), 3 queue
 # (zset owner -> ticket number), 4 promised (zset owner -> promised-by us), 5 seq (counter),
-# 6 grants (hash proc -> n), 7 waited (hash proc -> us), 8 last (zset proc -> last grant us).
+# 6 grants (hash proc -> n), 7 waited (hash proc -> us), 8 last (zset proc -> last grant us),
+# 9 rules (hash owner -> "allowed:span us" of a queued owner: what it asks the window for).
 # An owner is one RedisBudget (host:pid:token): it queues one request at a time.
 _PRUNE = """
 local t = redis.call('TIME')
@@ -86,6 +94,7 @@ local late = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - horizon)
 for _, m in ipairs(late) do
   redis.call('ZREM', KEYS[3], m)
   redis.call('ZREM', KEYS[4], m)
+  redis.call('HDEL', KEYS[9], m)
 end
 local function touch(ttl)
   for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
@@ -100,15 +109,21 @@ end
 _ACQUIRE = _PRUNE + """
 local allowed, span, lease = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local grace, member, proc = tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local times = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - span), '+inf', 'WITHSCORES')
-local counted, recent = {}, {}
-local function count(m, t)
-  counted[#counted + 1] = t
-  local o = owner(m)
-  recent[o] = (recent[o] or 0) + 1
+local pending = redis.call('ZRANGE', KEYS[2], 0, -1)
+-- the starts that count in the last s us (a reservation counts as now), and each owner's number
+local function window(s)
+  local times = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - s), '+inf', 'WITHSCORES')
+  local counted, recent = {}, {}
+  local function count(m, t)
+    counted[#counted + 1] = t
+    local o = owner(m)
+    recent[o] = (recent[o] or 0) + 1
+  end
+  for i = 1, #times, 2 do count(times[i], tonumber(times[i + 1])) end
+  for _, m in ipairs(pending) do count(m, now) end
+  return counted, recent
 end
-for i = 1, #times, 2 do count(times[i], tonumber(times[i + 1])) end
-for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do count(m, now) end  -- a reservation counts as now
+local counted, recent = window(span)
 local others = #counted - (recent[member] or 0)
 -- who goes first: the waiter with the fewest requests in the window, then the one that queued
 -- first (as the machine's budget does): a newcomer is served at once, and an owner that had
@@ -117,6 +132,10 @@ local mine = redis.call('ZSCORE', KEYS[3], member)
 local my_n = recent[member] or 0
 local my_t = tonumber(mine or (tonumber(redis.call('GET', KEYS[5]) or 0) + 1))
 local ahead = 0
+-- the rule is the strictest of ours and of the waiters ahead of us (the fewest allowed, the
+-- widest span): a caller that may have more would otherwise keep the window too full for a
+-- waiter ahead that may have less (its share halved, its margin widened), and starve it
+local rule_allowed, rule_span = allowed, span
 local queue = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
 for i = 1, #queue, 2 do
   local m, t = queue[i], tonumber(queue[i + 1])
@@ -124,13 +143,22 @@ for i = 1, #queue, 2 do
   local n = recent[m] or 0
   if m ~= member and promised and tonumber(promised) >= now and (n < my_n or (n == my_n and t < my_t)) then
     ahead = ahead + 1
+    local rule = redis.call('HGET', KEYS[9], m)
+    local sep = rule and string.find(rule, ':', 1, true)
+    if sep then
+      local a, s = tonumber(string.sub(rule, 1, sep - 1)), tonumber(string.sub(rule, sep + 1))
+      if a and a < rule_allowed then rule_allowed = a end
+      if s and s > rule_span then rule_span = s end
+    end
   end
 end
-if allowed - #counted > ahead then
+if rule_span ~= span then counted = window(rule_span) end
+if rule_allowed - #counted > ahead then
   local id = redis.call('INCR', KEYS[5])
   redis.call('ZADD', KEYS[2], now + lease, id .. '|' .. member)
   redis.call('ZREM', KEYS[3], member)
   redis.call('ZREM', KEYS[4], member)
+  redis.call('HDEL', KEYS[9], member)
   redis.call('HINCRBY', KEYS[6], proc, 1)
   redis.call('HINCRBY', KEYS[7], proc, tonumber(ARGV[9]))
   redis.call('ZADD', KEYS[8], now, proc)
@@ -146,18 +174,19 @@ if allowed - #counted > ahead then
   return {0, id, now, others}
 end
 -- our turn comes when the (allowed - ahead)-th newest counted start leaves the span
-local need = allowed - ahead
+local need = rule_allowed - ahead
 local wait
 if need >= 1 and need <= #counted then
-  wait = counted[#counted - need + 1] + span - now
+  wait = counted[#counted - need + 1] + rule_span - now
 else
-  wait = math.floor(span / allowed)
+  wait = math.floor(rule_span / rule_allowed)
 end
 if wait < 100 then wait = 100 end
 if not mine then
   redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[5]), member)
 end
 redis.call('ZADD', KEYS[4], now + wait + grace, member)
+redis.call('HSET', KEYS[9], member, allowed .. ':' .. span)
 touch(tonumber(ARGV[2]))
 return {wait, 0, now, others}
 """
@@ -184,7 +213,18 @@ return now
 _LEAVE = _PRUNE + """
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('ZREM', KEYS[4], ARGV[3])
+redis.call('HDEL', KEYS[9], ARGV[3])
 return now
+"""
+
+# ARGV: 1 horizon, 2 ttl, 3 reservation id, 4 owner, 5 lease us. A live owner's reservation that
+# is not sent yet keeps counting: its lease is moved to now + lease, if it is still there.
+# Returns 1 when renewed, 0 when it is gone (sent, given back, or its lease had run out).
+_RENEW = _PRUNE + """
+local m = ARGV[3] .. '|' .. ARGV[4]
+if not redis.call('ZSCORE', KEYS[2], m) then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[5]), m)
+return 1
 """
 
 # Returns {now, proc, grants, waited us, last us, proc, ...}, most recently served first.
@@ -202,22 +242,32 @@ end
 return out
 """
 
-_SCRIPTS = {"acquire": _ACQUIRE, "sending": _SENDING, "unsent": _UNSENT, "leave": _LEAVE, "shares": _SHARES}
+_SCRIPTS = {"acquire": _ACQUIRE, "sending": _SENDING, "unsent": _UNSENT, "leave": _LEAVE, "renew": _RENEW,
+            "shares": _SHARES}
 
 
 def budget_keys(source: str, group: str) -> list[str]:
     """The Redis keys of one (exchange, group), in the scripts' ``KEYS`` order."""
     prefix = f"mdcoord:budget:{source}:{group}"
-    return [f"{prefix}:{k}" for k in ("sends", "pending", "queue", "promised", "seq", "grants", "waited", "last")]
+    return [f"{prefix}:{k}" for k in ("sends", "pending", "queue", "promised", "seq", "grants", "waited", "last", "rules")]
 
 
-class RedisBudget:
+class RedisBudget(TurnBudget):
     """The budget of one (exchange, group) shared through the Redis at ``spec``, for this
-    process: queued for one request at a time, so that processes take turns, not coroutines.
+    process: queued for one request at a time, so that processes take turns, not coroutines
+    (:class:`~mdcoord._budget.TurnBudget`'s loop; this class says how Redis is asked).
 
     >>> budget = RedisBudget("redis://127.0.0.1:6379/0", "upbit", "candles")  # doctest: +SKIP
     >>> res, waited = await budget.acquire(allowed=10, span=1.05)  # doctest: +SKIP
     >>> budget.sending(res)  # doctest: +SKIP
+
+    A caller is held to the strictest rule among itself and the live waiters ahead of it (the
+    fewest ``allowed``, the widest ``span``), so processes whose limits differ (a share halved,
+    a margin widened) still take turns. A reservation of this (live) process counts until it is
+    sent (:meth:`sending`) or given back (:meth:`unsent`): a task renews its lease every third
+    of it meanwhile, so a request that reaches the wire late (a slow connect, a pool wait) is
+    still the one its slot was kept for. A dead host's reservation counts for at most one lease
+    (``max(span, 1 s)``) after its last renewal.
 
     Raises :class:`~mdcoord.InvalidRequestError` when redis-py is missing or ``spec`` is not a
     Redis URL, and (from :meth:`acquire`) :class:`~mdcoord.BudgetUnavailableError` when Redis
@@ -231,6 +281,7 @@ class RedisBudget:
         if _redis is None:
             raise InvalidRequestError(
                 f"rate_budget={budget_label(spec)!r} needs redis-py: pip install \"mdcoord[redis]\"")
+        super().__init__(sleep)
         self.address = budget_label(spec)
         try:
             self._client = _redis.Redis.from_url(
@@ -242,16 +293,15 @@ class RedisBudget:
                                       f"got {self.address!r} ({exc})") from None
         self._keys = budget_keys(source, group)
         self._scripts = {name: self._client.register_script(code) for name, code in _SCRIPTS.items()}
-        self._sleep = sleep
         self._host = socket.gethostname()
         self._proc = f"{self._host}:{os.getpid()}"
         self._member = f"{self._proc}:{secrets.token_hex(4)}"  # this budget's place in the queue
-        self._turn: asyncio.Lock | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # marks underway (sending, unsent, leave)
+        self._renewals: dict[int, tuple[asyncio.Event, asyncio.Task[None]]] = {}  # unsent reservations
+        self._shares_task: asyncio.Task[None] | None = None
         self._shares: list[Share] = []
         self._shares_at = float("-inf")
         self._others = 0  # other owners' requests in the window at the latest acquire
-        self.waited = 0.0
 
     # ------------------------------------------------------------------ the client's side
     async def acquire(self, allowed: int, span: float) -> tuple[Reservation, float]:
@@ -260,26 +310,25 @@ class RedisBudget:
         if isinstance(allowed, bool) or not isinstance(allowed, int) or not 1 <= allowed <= 10_000 \
                 or not 0 < span <= MAX_SPAN_S:
             raise InvalidRequestError(f"the Redis budget needs 1 <= allowed <= 10000 and 0 < span <= {MAX_SPAN_S}")
-        if self._turn is None:
-            self._turn = asyncio.Lock()
-        span_us, lease_us = round(span * 1e6), round(max(span, 1.0) * 1e6)
-        async with self._turn:
-            waited_us, queued = 0, False
-            try:
-                while True:
-                    wait_us, rid, now, self._others = await self._run(
-                        "acquire", allowed, span_us, lease_us, round(GRACE_S * 1e6), self._member,
-                        self._proc, waited_us, PROCS)
-                    queued = bool(wait_us)
-                    if not wait_us:
-                        await self._refresh_shares()
-                        return Reservation(int(rid), int(now)), waited_us / 1e6
-                    waited_us += int(wait_us)
-                    self.waited += wait_us / 1e6
-                    await self._sleep(wait_us / 1e6)
-            finally:
-                if queued:  # cancelled (or failed) while queued: give the place up
-                    self._later("leave", self._member)
+        return await super().acquire(allowed, span)
+
+    async def _try(self, allowed: int, span: float, ticket: Ticket, waited: float) -> tuple[float, Reservation | None]:
+        lease_us = round(max(span, 1.0) * 1e6)
+        wait_us, rid, now, self._others = await self._run(
+            "acquire", allowed, round(span * 1e6), lease_us, round(GRACE_S * 1e6), self._member, self._proc,
+            round(waited * 1e6), PROCS)
+        if wait_us:
+            ticket.index = 0  # queued (Redis keeps our place under self._member)
+            return int(wait_us) / 1e6, None
+        ticket.index = -1
+        res = Reservation(int(rid), int(now))
+        self._renew(res, lease_us)
+        self._refresh_later()
+        return 0.0, res
+
+    def _leave(self, ticket: Ticket) -> None:
+        ticket.index = -1
+        self._later("leave", self._member)
 
     def others_between(self, lo: float, hi: float) -> int:
         """Requests of the other processes sharing this budget that ``Remaining-Req`` may have
@@ -292,24 +341,64 @@ class RedisBudget:
 
     def sending(self, res: Reservation) -> None:
         """The request of ``res`` is on the wire: its reservation becomes a send (in a task:
-        aiohttp's ``on_sent`` is synchronous)."""
+        aiohttp's ``on_sent`` is synchronous), and its lease is no longer renewed."""
+        self._stop_renewing(res)
         self._later("sending", res.slot, self._member)
 
     def unsent(self, res: Reservation) -> None:
         """The request of ``res`` never left: give the slot back."""
+        self._stop_renewing(res)
         self._later("unsent", res.slot, self._member)
 
     def shares(self) -> list[Share]:
         """What each process that took slots got, most recently served first: a snapshot that
-        :meth:`acquire` refreshes at most once a second (metrics are read from another thread)."""
+        a grant refreshes (in the background) at most once a second (metrics are read from
+        another thread)."""
         return list(self._shares)
 
     async def aclose(self) -> None:
-        """Wait for the updates still underway, then close the connections."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Stop renewing, wait for the updates still underway, then close the connections."""
+        while self._renewals or self._tasks or (self._shares_task is not None and not self._shares_task.done()):
+            for stop, _ in list(self._renewals.values()):
+                stop.set()
+            pending = [t for _, t in self._renewals.values()] + list(self._tasks)
+            if self._shares_task is not None:
+                pending.append(self._shares_task)
+            await asyncio.gather(*pending, return_exceptions=True)
         close = getattr(self._client, "aclose", None) or self._client.close  # (redis-py < 5.0.1)
         await close()
+
+    # ------------------------------------------------------------------ leases
+    def _renew(self, res: Reservation, lease_us: int) -> None:
+        """Keep ``res`` counted while it is unsent: renew its lease every third of it."""
+        stop = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._renewing(res, lease_us, stop))
+        self._renewals[res.slot] = (stop, task)
+        task.add_done_callback(lambda _: self._renewals.pop(res.slot, None))
+        task.add_done_callback(self._settled)
+
+    def _stop_renewing(self, res: Reservation) -> None:
+        # (stopped, not cancelled: a renewal underway ends normally; it cannot bring back a
+        # reservation the mark removes, since it only moves a lease that is still there)
+        entry = self._renewals.get(res.slot)
+        if entry is not None:
+            entry[0].set()
+
+    async def _renewing(self, res: Reservation, lease_us: int, stop: asyncio.Event) -> None:
+        warned = False
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), lease_us / 3e6)
+                return  # sent, given back, or the budget closes
+            except asyncio.TimeoutError:
+                pass
+            try:
+                if not await self._run("renew", res.slot, self._member, lease_us):
+                    return  # gone: its lease ran out before we renewed it (a send is counted anew)
+            except BudgetUnavailableError as exc:  # the lease runs out unless Redis is back in time
+                if not warned:
+                    log.warning("mdcoord: %s", exc)
+                    warned = True
 
     # ------------------------------------------------------------------ Redis
     async def _run(self, name: str, *args: object) -> Any:
@@ -338,6 +427,14 @@ class RedisBudget:
             # (the next acquire will raise if Redis stays away; a lost mark only shortens how
             # long this send counts to the rest of its reservation's lease)
             log.warning("mdcoord: %s", task.exception())
+
+    def _refresh_later(self) -> None:
+        """Refresh the shares snapshot in a task (after a grant: nothing may come between the
+        grant and the send), at most once a second."""
+        if (self._shares_task is None or self._shares_task.done()) \
+                and time.monotonic() - self._shares_at >= SHARES_EVERY_S:
+            self._shares_task = asyncio.get_running_loop().create_task(self._refresh_shares())
+            self._shares_task.add_done_callback(self._settled)
 
     async def _refresh_shares(self) -> None:
         if time.monotonic() - self._shares_at < SHARES_EVERY_S:

@@ -7,7 +7,10 @@ table, the embedded exchange's log — never how fast this machine is:
 
 * the rule: grants up to ``allowed``, then a wait; several real processes, each with its own
   budget, never put more than ``allowed`` sends in any span by the times Redis recorded;
-* turns: four processes contending get near-equal numbers of grants;
+* turns: four processes contending get near-equal numbers of grants; an owner asking with a
+  smaller ``allowed`` (or a wider span) is not starved by one asking continuously with a larger
+  one;
+* a live owner's reservation counts until it is sent, however late (its lease is renewed);
 * SIGKILL between reserving and sending (the slot is held for one lease, a window) and after
   sending (the send counts for its window);
 * the public API: four processes fetching candles with ``rate_budget="redis://..."`` against the
@@ -167,6 +170,7 @@ def test_a_reservation_counts_until_sent_or_until_its_lease_ends(redis_server: S
         holder = RedisBudget(redis_server.url, "lease", "candles")
         other = RedisBudget(redis_server.url, "lease", "candles", sleep=Sleeps())
         held = [(await holder.acquire(3, 0.2))[0] for _ in range(3)]  # never marked: "now" for a lease
+        await _die(holder)  # its renewals stop, as a dead host's do
         res = (await other.acquire(3, 0.2))[0]
         lease = 1.0 * US  # max(span, 1 s)
         assert res.stamp >= max(h.stamp for h in held) + lease  # not before the lease ended
@@ -188,6 +192,84 @@ def test_a_reservation_counts_until_sent_or_until_its_lease_ends(redis_server: S
         await third.aclose()
 
     asyncio.run(run())
+
+
+async def _die(budget: RedisBudget) -> None:
+    """Stop renewing the budget's unsent reservations, as if its host had died."""
+    for stop, _ in list(budget._renewals.values()):
+        stop.set()
+    await asyncio.gather(*[t for _, t in budget._renewals.values()])
+
+
+def test_a_live_owners_reservation_counts_until_sent_however_late(redis_server: Server, rdb: redis.Redis) -> None:
+    """A reservation whose request reaches the wire more than two leases after its grant (a slow
+    connect, a pool wait) still holds its slot: another owner is not granted it meanwhile, and the
+    late send is recorded (then counts for its window)."""
+    async def run() -> None:
+        late = RedisBudget(redis_server.url, "renew", "candles")
+        sleeps = Sleeps()
+        other = RedisBudget(redis_server.url, "renew", "candles", sleep=sleeps)
+        res = (await late.acquire(1, 0.2))[0]
+        lease = 1.0 * US  # max(span, 1 s)
+        while True:  # (real time: Redis's clock runs on) until two leases have passed on Redis's clock
+            await asyncio.sleep(0.25)
+            sec, usec = await late._client.time()
+            if int(sec) * US + int(usec) > res.stamp + 2 * lease:
+                break
+        (_, lease_end), = rdb.zrange(budget_keys("renew", "candles")[1], 0, -1, withscores=True)
+        assert lease_end > res.stamp + 2 * lease  # renewed, still counted
+        waiting = asyncio.ensure_future(other.acquire(1, 0.2))
+        while not sleeps.asked:  # told to wait: the reservation counts
+            await asyncio.sleep(0.01)
+        late.sending(res)
+        (sent,) = await _settle(late)
+        granted = (await waiting)[0]
+        assert _sends(rdb, "renew") == [sent] and sent > res.stamp + 2 * lease  # the late send is recorded
+        assert granted.stamp >= sent + 0.2 * US  # the other owner's grant waited for it to leave the span
+        assert not late._renewals and rdb.zcard(budget_keys("renew", "candles")[1]) == 1  # only the other's
+        await late.aclose()
+        await other.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(("allowed", "wide"), [(5, 1.0), (10, 2.0)], ids=["smaller-allowed", "wider-span"])
+def test_a_waiter_with_a_stricter_rule_is_not_starved(redis_server: Server, rdb: redis.Redis,
+                                                       allowed: int, wide: float) -> None:
+    """Two owners with different rules — one with allowed=5 (a share halved after a stranger
+    showed) or with a span twice as wide (a margin widened after a 429), the other with
+    allowed=10 in the plain span: the strict one, queued first, keeps getting its turns while
+    the other asks continuously — the caller is held to the strictest rule of the waiters ahead
+    of it."""
+    total, span = 60, 0.5
+    counts = {"strict": 0, "plain": 0}
+
+    async def run() -> None:
+        strict_sleeps = Sleeps()
+        strict = RedisBudget(redis_server.url, "rules", "candles", sleep=strict_sleeps)
+        plain = RedisBudget(redis_server.url, "rules", "candles")
+        for _ in range(9):  # the window almost full, spread over it: the strict one has to queue,
+            plain.sending((await plain.acquire(10, span))[0])  # and slots free one at a time
+            await asyncio.sleep(span / 10)
+        await _settle(plain)
+
+        async def ask(name: str, budget: RedisBudget, allowed: int, span: float) -> None:
+            while sum(counts.values()) < total:
+                budget.sending((await budget.acquire(allowed, span))[0])
+                counts[name] += 1
+
+        strict_task = asyncio.ensure_future(ask("strict", strict, allowed, span * wide))
+        while not strict_sleeps.asked:  # queued first
+            await asyncio.sleep(0.005)
+        await ask("plain", plain, 10, span)
+        strict_task.cancel()
+        await asyncio.gather(strict_task, return_exceptions=True)
+        await strict.aclose()
+        await plain.aclose()
+
+    asyncio.run(run())
+    assert sum(counts.values()) >= total
+    assert counts["strict"] >= total // 4, counts  # its turns (without the rule: 0 or 1 of 60)
 
 
 def test_bad_limits_and_urls_are_typed_errors(redis_server: Server) -> None:

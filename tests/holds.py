@@ -20,6 +20,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import gc
+import signal
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -66,6 +67,11 @@ class Interrupter(threading.Thread):
     If it is never held, the main thread is interrupted all the same (a call left running would
     hang the test) and leaving the block raises the reason; once the block is left it fires no
     more.
+
+    Inside the block, Ctrl-C raises ``KeyboardInterrupt`` as in a terminal or a kernel, even when
+    the test process was started with SIGINT ignored (a background job ``cmd &`` of a
+    non-interactive shell, some CI runners): ``interrupt_main`` does nothing then, and the test
+    would hang. The process's own handling is put back when the block is left.
     """
 
     def __init__(self, ex: Exchange, answers: int, in_flight: int) -> None:
@@ -85,6 +91,7 @@ class Interrupter(threading.Thread):
                 _thread.interrupt_main()
 
     def __enter__(self) -> Interrupter:
+        self._sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
         self.start()
         return self
 
@@ -92,6 +99,7 @@ class Interrupter(threading.Thread):
         with self._lock:
             self._armed = False
         self.join()
+        signal.signal(signal.SIGINT, self._sigint)
         if self.error is not None:
             raise self.error
 

@@ -174,3 +174,22 @@ def test_ctrl_c_in_a_sync_trades_call(slow_ex: Exchange) -> None:
         mdcoord.trades(["KRW-BTC", "KRW-ETH", "KRW-XRP"], start=start, end=start + pd.Timedelta(days=2),
                        base_url=ex.base_url, concurrency=3)  # hundreds of pages
     assert_stopped(ex, answers=5, in_flight=3)
+
+
+def test_the_ctrl_c_tests_hold_when_the_suite_starts_with_sigint_ignored() -> None:
+    """A process started as a background job of a non-interactive shell (``pytest ... &``, some
+    CI runners) begins with SIGINT ignored; ``_thread.interrupt_main`` then does nothing, and a
+    Ctrl-C test hung until pytest-timeout killed it (three failures in a clean-clone CI run, 2026-12-07).
+    The suite's Ctrl-C must land all the same: run one such test in a child that ignores SIGINT."""
+    import signal
+    import subprocess
+    import sys
+
+    test = f"{__file__}::test_ctrl_c_in_a_sync_trades_call"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "timeout=60", test],
+        capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "1 passed" in proc.stdout

@@ -187,7 +187,7 @@ def test_the_ctrl_c_tests_hold_when_the_suite_starts_with_sigint_ignored() -> No
 
     test = f"{__file__}::test_ctrl_c_in_a_sync_trades_call"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "timeout=60", test],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-o", "timeout=60", test],
         capture_output=True, text=True, timeout=120,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )

@@ -408,11 +408,13 @@ def test_a_process_killed_between_reserving_and_sending_blocks_for_one_window(re
     started.append(int(sec) * US + int(usec))
     grants = asyncio.run(run())
     # not before the dead process's leases ended, and then the whole window is ours; "at most
-    # one window" is the lease itself (max(span, 1 s) after the grant): the waits Redis told
-    # us add up to the time left on the leases, not more (what they were asked, not how late
-    # this machine woke up)
+    # one window": the waits Redis told us (what they were asked, not how late this machine
+    # woke up) add up to one span at most. (A reservation counts as "now" until its lease
+    # ends, so the wait told is a whole span even when the lease has less left: asserting
+    # "the time left on the lease" failed under load, 2026-12-07, told 1.0 s, 0.984 s left.)
     assert min(grants) >= max(leases)
-    assert sum(sleeps.asked) * US <= max(leases) - started[0] + 0.01 * US
+    assert max(leases) - started[0] <= 1.0 * US + 0.01 * US
+    assert sum(sleeps.asked) <= 1.0 + 0.01
     assert len(sleeps.asked) <= 2
 
 

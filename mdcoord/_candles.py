@@ -26,7 +26,7 @@ from ._frames import CandlePage, candle_pages_to_frame, clean_candles, gap_table
 from ._groups import Group
 from ._history import HistoryJob, MarketState
 from ._job import JobResult
-from ._planner import HISTORY_FLOOR, PAGE_MAX, CandleChunk, plan_count_round, plan_range, proven_by
+from ._planner import HISTORY_FLOOR, PAGE_MAX, CandleChunk, CandleCursors, proven_by
 from ._store import CandleStore, source_name
 from ._timeframe import Timeframe
 
@@ -62,6 +62,13 @@ class CandleJob(HistoryJob[CandleChunk, CandlePage]):
             CandleStore(resolve_cache_dir(self.options), source_name(self.client.base_url)) if self.options.cache else None
         )
         self._forming: list[CandlePage] = []
+        self._cursors: dict[str, CandleCursors] = {}
+
+    def cursors(self, st: State) -> CandleCursors:
+        """The market's backward cursors (``_planner.py``): what to ask next follows the data."""
+        if st.market not in self._cursors:
+            self._cursors[st.market] = CandleCursors(st.market, self.tf)
+        return self._cursors[st.market]
 
     # -- fetching one piece -------------------------------------------------------------------------
     async def fetch(self, chunk: CandleChunk) -> CandlePage:
@@ -121,6 +128,7 @@ class CandleJob(HistoryJob[CandleChunk, CandlePage]):
                 st.now, st.floor = tf.slot_of(floor_ts), self._floor_at(floor_ts)
                 return
         wanted = PAGE_MAX if req.count is None else min(PAGE_MAX, req.count + 1)
+        self.cursors(st).spent += 1  # the head is one of the requests the planner's width allows
         page: CandlePage = await self.fetch_head(CandleChunk(st.market, tf, None, wanted, 0))  # type: ignore[arg-type]
         ords = tf.ordinal(page.time)
         floor = clock.floor()
@@ -141,16 +149,28 @@ class CandleJob(HistoryJob[CandleChunk, CandlePage]):
 
     # -- planning and proving -------------------------------------------------------------------------
     def plan_range(self, st: State, lo: int, hi: int) -> list[CandleChunk]:
-        return plan_range(st.market, self.tf, lo, hi, st.plannable())
+        return self.cursors(st).plan_range(lo, hi, st.plannable())
 
     def plan_count(self, st: State, end: int) -> list[CandleChunk]:
         assert self.req.count is not None
         reach = st.coverage.reach_down(end)
-        return plan_count_round(st.market, self.tf, end, self.req.count, st.have(reach, end), st.coverage, st.floor)
+        return self.cursors(st).plan_count(end, self.req.count, st.have(reach, end), st.coverage, st.floor)
 
     def absorb(self, st: State, chunk: CandleChunk, data: CandlePage) -> None:
         ords = self.tf.ordinal(data.time)
         st.prove(*proven_by(chunk, ords, st.floor), data, ords)
+
+    def follow(self, st: State, chunk: CandleChunk, data: CandlePage) -> list[CandleChunk]:
+        cursors = self.cursors(st)
+        have = None
+        if cursors.count_cursor:
+            end = cursors.end
+            have = st.have(st.coverage.reach_down(end), end)
+        coverage = st.coverage if self.req.count is not None else st.plannable()
+        nxt = cursors.follow(chunk, self.tf.ordinal(data.time), coverage, have)
+        if self.req.count is None:  # a range: nothing below its start
+            nxt = [c for c in nxt if c.to > st.span[0]]
+        return nxt
 
     def unproven_chunk(self, st: State, lo: int, hi: int) -> CandleChunk:
         return CandleChunk(st.market, self.tf, hi, hi - lo, lo)

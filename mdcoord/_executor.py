@@ -10,7 +10,7 @@ bad input) is fatal and cancels every sibling at once, so no further request is 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -74,17 +74,53 @@ class Executor(Generic[C]):
         self.max_in_flight = 0
         self.pieces = 0
 
-    async def run(self, chunks: Sequence[C], on_outcome: Callable[[Outcome[C]], None] | None = None) -> list[Outcome[C]]:
-        """Fetch every chunk; results in the order given. ``on_outcome`` sees each outcome the
-        moment it is known, so what arrived is kept even if the run is then cancelled or fails."""
-        self.pieces += len(chunks)
-        self._progress.add_total(len(chunks))
-        return await gather_or_cancel([self._reported(c, on_outcome) for c in chunks])
+    async def run(
+        self, chunks: Sequence[C], on_outcome: Callable[[Outcome[C]], Iterable[C] | None] | None = None
+    ) -> list[Outcome[C]]:
+        """Fetch every chunk; results in the order started (the chunks given, then follow-ups).
 
-    async def _reported(self, chunk: C, on_outcome: Callable[[Outcome[C]], None] | None) -> Outcome[C]:
+        ``on_outcome`` sees each outcome the moment it is known, so what arrived is kept even if
+        the run is then cancelled or fails; the chunks it returns (a cursor's next page) are
+        started at once, in this same run. The first fatal error cancels every other piece.
+        """
+        tasks: list[asyncio.Task[Outcome[C]]] = []
+        pending: set[asyncio.Task[Outcome[C]]] = set()
+
+        def start(new: Iterable[C]) -> None:
+            new = list(new)
+            self.pieces += len(new)
+            self._progress.add_total(len(new))
+            for c in new:
+                task = asyncio.ensure_future(self._reported(c, on_outcome, start))
+                tasks.append(task)
+                pending.add(task)
+
+        start(chunks)
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                pending.difference_update(done)
+                errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+                if errors:  # every error of this batch is retrieved; the first is raised
+                    raise errors[0]  # type: ignore[misc]
+            return [t.result() for t in tasks]
+        finally:
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _reported(
+        self,
+        chunk: C,
+        on_outcome: Callable[[Outcome[C]], Iterable[C] | None] | None,
+        start: Callable[[Iterable[C]], None],
+    ) -> Outcome[C]:
         outcome = await self._one(chunk)
         if on_outcome is not None:
-            on_outcome(outcome)
+            more = on_outcome(outcome)
+            if more:
+                start(more)
         return outcome
 
     async def _one(self, chunk: C) -> Outcome[C]:

@@ -9,8 +9,9 @@ The skeleton does, per market and concurrently for all markets of a call:
 2. **now** — learn the exchange's "now" (its ``Date`` header, or the newest data when it sends
    none), usually from the *head* (the newest page), whose rows count like any page's;
 3. **rounds** — plan the uncovered keys (pure planner functions), fetch the pieces through the
-   executor, and let each answer **prove** a key range; plan again until the range is proven or
-   ``count`` rows are known. Whatever landed is saved to the cache after every round — settled
+   executor, and let each answer **prove** a key range and, at once, call for the pieces that go
+   on from it (a cursor's next page: :meth:`HistoryJob.follow`); plan again until the range is
+   proven or ``count`` rows are known. Whatever landed is saved to the cache after every round — settled
    data only — even when the round ends early (cancel, Ctrl-C, a 418);
 4. **aggregate** — the data type's own frame, off the event loop.
 
@@ -271,11 +272,17 @@ class HistoryJob(Job[C], Generic[C, P]):
         for o in st.failed:
             st.given_up.add(o.chunk.lo, o.chunk.hi)  # type: ignore[attr-defined]
 
-    def _absorb(self, st: MarketState[C, P], outcome: Outcome[C]) -> None:
+    def _absorb(self, st: MarketState[C, P], outcome: Outcome[C]) -> list[C]:
         if outcome.error is not None:
             st.failed.append(outcome)
-        else:
-            self.absorb(st, outcome.chunk, outcome.data)
+            return []
+        self.absorb(st, outcome.chunk, outcome.data)
+        return self.follow(st, outcome.chunk, outcome.data)
+
+    def follow(self, st: MarketState[C, P], chunk: C, data: Any) -> list[C]:
+        """The pieces an answer calls for at once, in the same round (a cursor's next page),
+        after :meth:`absorb` proved what it shows (default: none)."""
+        return []
 
     async def fetch_head(self, chunk: C) -> Any:
         """Fetch the head piece through the executor; without it there is no "now": raise."""

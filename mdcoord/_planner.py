@@ -1,16 +1,29 @@
 """Split planning: turn a request into API-sized pieces. Pure functions, no I/O.
 
 Candles live on an integer slot grid (see ``_timeframe.py``). A piece asks
-``to=<slot start>, count=c`` and the API answers the ``c`` newest candles starting before ``to``.
-Because intervals without trades have no candle, such an answer *proves* completeness of
-``[oldest returned slot, to)`` — or of everything before ``to`` when fewer than ``c`` rows came
-back (the market's history ended). :class:`Coverage` keeps those proven intervals, so:
+``to=<slot start>, count=c`` and the API answers the ``c`` newest candles starting before ``to``
+(intervals without trades have no candle, and are skipped). Such an answer *proves*
+completeness of ``[oldest returned slot, to)`` — or of everything before ``to`` when fewer than
+``c`` rows came back (the market's history ended). :class:`Coverage` keeps those proven
+intervals.
 
-- a **range** ``[start, end)`` is cut into windows of ``page`` slots asking ``count`` = window
-  length; every window is proven complete by its own answer, so one round always suffices;
-- a **count** (``N`` most recent) first plans ``[end - N, end)`` as if no candle were missing; if
-  a thin market answered fewer rows, the next round plans, concurrently, as many pieces as the
-  missing rows need, spaced by the density observed so far — never one page at a time.
+Requests are the cost (every one is a tenth of a second of the whole IP's budget), so pieces
+follow the data, not the clock: :class:`CandleCursors` plans them as **backward cursors**.
+A cursor asks ``to=t, count=200``; the answer proves ``[oldest, t)``, and the cursor goes on
+from ``oldest`` (a *follow-up*, sent the moment the answer lands) until it meets the part of the
+range another cursor owns. Each cursor's pages are full pages of new rows except its last, so
+
+- a **range** costs at most ``rows / 200 + cursors`` requests. It starts ``RANGE_WIDTH``
+  cursors spread over the range at page-aligned points (a dense market's pages then end exactly
+  where the next cursor starts, as time windows would), and starts more (splitting the longest
+  region left) only while ``cursors <= RANGE_WIDTH + RANGE_SPLIT_SHARE x full pages received``:
+  requests <= 1.2 x ceil(rows / 200) + RANGE_WIDTH, on liquid, thin and very thin markets alike;
+- a **count** (the ``N`` newest) pages back from the newest known row. While every slot seen so
+  far held a candle (a liquid market) it asks the next time windows of exactly the missing length
+  (``count`` = window length: exact when the market stays dense) with at most
+  ``2 + ceil(N / 200) // 10`` in flight; the first answer that shows a missing slot ends that,
+  and one cursor pages on. The windows in flight when the density dropped are the only waste:
+  requests <= 1.1 x ceil(N / 200) + 1.
 
 Trades live on epoch milliseconds. ``/trades/ticks`` addresses one UTC day at a time
 (``days_ago``), a time of day ``to`` and a ``cursor``, 500 trades a page, newest first. A
@@ -39,11 +52,12 @@ __all__ = [
     "PAGE_MAX",
     "PROBE_WINDOW_MS",
     "TRADE_PAGE",
+    "RANGE_SPLIT_SHARE",
+    "RANGE_WIDTH",
     "CandleChunk",
+    "CandleCursors",
     "TradeWindow",
     "lowest_key",
-    "plan_count_round",
-    "plan_range",
     "plan_trade_count_round",
     "plan_trade_range_round",
     "plan_trade_windows",
@@ -55,12 +69,21 @@ PAGE_MAX = 200
 HISTORY_FLOOR = pd.Timestamp("2017-09-01", tz="UTC")
 
 
+# How many cursors a range starts with (the planner's parallel width), and how many more it may
+# start per full page received (splitting the longest region left when a cursor is done early).
+RANGE_WIDTH = 8
+RANGE_SPLIT_SHARE = 0.2
+# A count's time windows in flight while the market is dense: 2 + pages // COUNT_SPECULATION.
+COUNT_SPECULATION = 10
+
+
 @dataclass(frozen=True)
 class CandleChunk:
     """One API request: the ``count`` newest candles of ``market`` starting before slot ``to``.
 
-    ``lo`` is the nominal window ``[lo, to)`` the piece is responsible for; the answer may reach
-    further back (thin markets), which is useful but never relied upon.
+    ``lo`` is the nominal window ``[lo, to)`` the piece is responsible for (a failure reports
+    it); the answer may reach further back (thin markets). ``stop`` is where the piece's cursor
+    ends (its region is ``[stop, to)``); None: the piece is a window of its own.
     """
 
     market: str
@@ -68,6 +91,7 @@ class CandleChunk:
     to: int
     count: int
     lo: int
+    stop: int | None = None
 
     def params(self) -> dict[str, str | int]:
         to = pd.Timestamp(int(self.timeframe.start_ns(self.to)), tz="UTC")
@@ -95,61 +119,118 @@ def proven_by(chunk: CandleChunk, ordinals: np.ndarray, floor: int) -> tuple[int
     return int(ordinals.min()), chunk.to
 
 
-def _split(market: str, tf: Timeframe, lo: int, hi: int, span: int, page: int) -> list[CandleChunk]:
-    """Cut ``[lo, hi)`` from the top into pieces of ``span`` slots, newest first."""
-    chunks = []
-    to = hi
-    while to > lo:
-        piece_lo = max(lo, to - span)
-        # A dense piece asks exactly its length; a sparse one (span > page) asks a full page.
-        count = page if span > page else to - piece_lo
-        chunks.append(CandleChunk(market, tf, to, count, piece_lo))
-        to = piece_lo
-    return chunks
+class CandleCursors:
+    """The backward cursors of one market's candle request (see the module docstring): which
+    pieces to send first (:meth:`plan_range`, :meth:`plan_count`, once per round) and which
+    follow-up each answer calls for (:meth:`follow`, the moment it lands). Pure: no I/O; the
+    caller proves what each answer shows in ``coverage`` before asking for its follow-up."""
 
+    def __init__(self, market: str, tf: Timeframe, page: int = PAGE_MAX) -> None:
+        self.market, self.tf, self.page = market, tf, page
+        self.starts: list[int] = []  # every cursor's first ``to``: below it, another cursor owns
+        self.rows = 0  # rows received inside the cursors' own regions
+        self.spent = 0  # requests outside any cursor (the head) that count against the width
+        self.dense = False  # a count's dense windows are in flight
+        self.dense_lo = 0  # ... down to here
+        self.dense_next = 0  # the next window's top
+        self.count_cursor = False  # a count's single cursor is paging
+        self.wanted = 0
+        self.end = 0
 
-def plan_range(
-    market: str, tf: Timeframe, lo: int, hi: int, coverage: Coverage, page: int = PAGE_MAX
-) -> list[CandleChunk]:
-    """Pieces for the uncovered parts of the slot range ``[lo, hi)``, newest first."""
-    chunks: list[CandleChunk] = []
-    for a, b in reversed(coverage.missing(lo, hi)):
-        chunks.extend(_split(market, tf, a, b, page, page))
-    return chunks
+    # -- ranges ---------------------------------------------------------------------------------
+    def range_budget(self) -> int:
+        """How many more cursors a range may start now (see the module docstring)."""
+        full = self.rows // self.page
+        return RANGE_WIDTH + int(RANGE_SPLIT_SHARE * full) - len(self.starts) - self.spent
 
+    def plan_range(self, lo: int, hi: int, coverage: Coverage) -> list[CandleChunk]:
+        """The first pieces for what ``coverage`` lacks of ``[lo, hi)``, newest first: a cursor at
+        the top of every missing part (each needs one), and more over the longest parts while
+        the budget allows, at page-aligned points below their tops."""
+        missing = coverage.missing(lo, hi)
+        if not missing:
+            return []
+        budget = max(1, self.range_budget())
+        parts = list(reversed(missing))[:budget]  # newest first; the rest in a later round
+        cursors = [1] * len(parts)
+        units = [math.ceil((b - a) / self.page) for a, b in parts]
+        for _ in range(budget - len(parts)):  # more cursors where a cursor has the most to do
+            j = max(range(len(parts)), key=lambda k: units[k] / cursors[k])
+            if units[j] <= cursors[j]:
+                break
+            cursors[j] += 1
+        chunks: list[CandleChunk] = []
+        for (a, b), n, u in zip(parts, cursors, units, strict=True):
+            tops = [b - (k * u // n) * self.page for k in range(n)]  # n <= u: distinct, above a
+            for k, top in enumerate(tops):
+                stop = tops[k + 1] if k + 1 < len(tops) else a
+                chunks.append(self._cursor(top, stop))
+        return chunks
 
-def plan_count_round(
-    market: str,
-    tf: Timeframe,
-    end: int,
-    wanted: int,
-    have: int,
-    coverage: Coverage,
-    floor: int,
-    page: int = PAGE_MAX,
-) -> list[CandleChunk]:
-    """Pieces for the next round of "the ``wanted`` newest candles before slot ``end``".
+    def _cursor(self, top: int, stop: int) -> CandleChunk:
+        self.starts.append(top)
+        return self._page(top, stop)
 
-    ``have`` is the number of candles already known in ``[coverage.reach_down(end), end)``.
-    Returns ``[]`` when nothing more is needed or possible.
-    """
-    reach = coverage.reach_down(end)
-    if have >= wanted or reach <= floor:
-        return []
-    missing = wanted - have
-    if reach == end:  # first round: assume no candle is missing
-        lo = max(floor, end - missing)
-        return plan_range(market, tf, lo, end, coverage, page)
-    # Later rounds: the market is thinner than one candle per slot. Space pieces by the observed
-    # density so each full page lands roughly where the previous one ends.
-    density = max(have / (end - reach), 1e-9)
-    span = max(page, math.ceil(page / density))
-    n_pieces = math.ceil(missing / page)
-    lo = max(floor, reach - n_pieces * span)
-    chunks: list[CandleChunk] = []
-    for a, b in reversed(coverage.missing(lo, reach)):
-        chunks.extend(_split(market, tf, a, b, span, page))
-    return chunks
+    def _page(self, top: int, stop: int) -> CandleChunk:
+        # at most ``top - stop`` candles fit in the region: asking that many proves it all the
+        # same (a full answer spans at least as many slots), and brings no rows from below it
+        return CandleChunk(self.market, self.tf, top, min(self.page, top - stop), max(stop, top - self.page), stop)
+
+    # -- counts ---------------------------------------------------------------------------------
+    def plan_count(self, end: int, wanted: int, have: int, coverage: Coverage, floor: int) -> list[CandleChunk]:
+        """The next pieces for "the ``wanted`` newest candles before slot ``end``" (``have`` of
+        them known, in ``[coverage.reach_down(end), end)``); [] when done or nothing is older."""
+        reach = coverage.reach_down(end)
+        self.wanted, self.end = wanted, end
+        if have >= wanted or reach <= floor:
+            return []
+        missing = wanted - have
+        if have == end - reach:  # every slot seen so far held a candle: windows, as if it stays so
+            self.dense, self.dense_lo, self.dense_next = True, max(floor, reach - missing), reach
+            cap = 2 + math.ceil(wanted / self.page) // COUNT_SPECULATION
+            return [c for c in (self._next_window() for _ in range(cap)) if c is not None]
+        self.dense, self.count_cursor = False, True
+        return [self._page(reach, floor)]
+
+    def _next_window(self) -> CandleChunk | None:
+        top = self.dense_next
+        if top <= self.dense_lo:
+            return None
+        lo = max(self.dense_lo, top - self.page)
+        self.dense_next = lo
+        return CandleChunk(self.market, self.tf, top, top - lo, lo)
+
+    # -- follow-ups ------------------------------------------------------------------------------
+    def follow(self, chunk: CandleChunk, ordinals: np.ndarray, coverage: Coverage, have: int | None = None) -> list[CandleChunk]:
+        """The piece that goes on from ``chunk``'s answer (``ordinals``: the slots it brought,
+        already proven in ``coverage``), or [] when its cursor is done. ``have``: for a count's
+        cursor, the candles known in ``[coverage.reach_down(end), end)``."""
+        if chunk.stop is None:  # a count's dense window
+            if not self.dense:
+                return []
+            exact = len(ordinals) == chunk.count and (len(ordinals) == 0 or int(ordinals.min()) == chunk.lo)
+            if not exact:  # a missing slot: no more windows; the next round pages with one cursor
+                self.dense = False
+                return []
+            nxt = self._next_window()
+            return [nxt] if nxt is not None else []
+        self.rows += int(np.count_nonzero(ordinals >= chunk.stop))
+        if len(ordinals) < chunk.count:  # the history ended: everything below is proven
+            return []
+        if self.count_cursor:
+            if have is None or have >= self.wanted:
+                return []
+            reach = coverage.reach_down(self.end)
+            return [] if reach <= chunk.stop else [self._page(reach, chunk.stop)]
+        missing = coverage.missing(chunk.stop, chunk.to)
+        if not missing:
+            return []
+        top = missing[-1][1]
+        # another cursor started at or below ``top`` owns what is below its start
+        stop = max([chunk.stop, *(s for s in self.starts if s <= top)])
+        if stop >= top:
+            return []
+        return [self._page(top, stop)]
 
 
 # -- trades ---------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from mdcoord._frames import clean_candles, clean_trades, fill_candles, gap_table, trades_to_frame
 from mdcoord._coverage import Coverage
-from mdcoord._planner import PAGE_MAX, CandleChunk, plan_count_round, plan_range, proven_by
 from mdcoord._snapshots import split_symbols
 from mdcoord._store import CandleStore
 from mdcoord._stream import plan_segments
@@ -50,72 +49,6 @@ def test_coverage_is_the_union_of_what_was_added(adds: list[tuple[int, int]], lo
 
 
 # -- candles: count=N against a random thin market, rounds of plans and answers --------------------------
-def _answer(chunk: CandleChunk, present: np.ndarray) -> np.ndarray:
-    """What the exchange answers a piece: the ``count`` newest present slots before ``to``."""
-    before = present[present < chunk.to]
-    return before[-chunk.count:]
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    density=st.sampled_from([1.0, 0.9, 0.5, 0.1, 0.02]),
-    history=st.integers(1, 20_000),
-    wanted=st.integers(1, 3_000),
-    cached=intervals,
-)
-def test_count_rounds_plan_within_page_limits_and_find_exactly_the_newest_n(
-    seed: int, density: float, history: int, wanted: int, cached: list[tuple[int, int]]
-) -> None:
-    """Plan → answer → prove, round after round, as the candle job does: pieces never overlap
-    each other or what is proven, stay within [floor, end) and a page, and the rounds end with
-    exactly the N newest candles (or all there are)."""
-    rng = np.random.default_rng(seed)
-    floor, end = 50_000, 50_000 + history
-    present = np.flatnonzero(rng.random(history) < density) + floor  # the market's candles
-    cov, known = Coverage(), np.empty(0, np.int64)
-    for a, n in cached:  # part of it is already proven (the cache), with its candles
-        lo, hi = end - a - n, end - a
-        if lo >= floor:
-            cov.add(lo, hi)
-            known = np.union1d(known, present[(present >= lo) & (present < hi)])
-    for _ in range(200):
-        reach = cov.reach_down(end)
-        have = int(np.count_nonzero((known >= reach) & (known < end)))
-        chunks = plan_count_round("KRW-X", TF, end, wanted, have, cov, floor)
-        if not chunks:
-            break
-        slots = np.concatenate([np.arange(c.lo, c.to) for c in chunks])
-        assert len(np.unique(slots)) == len(slots)  # no slot planned twice in a round
-        assert all(1 <= c.count <= PAGE_MAX and floor <= c.lo < c.to <= end for c in chunks)
-        assert not any(cov.missing(c.lo, c.to) != [(c.lo, c.to)] for c in chunks)  # nothing proven again
-        assert [c.to for c in chunks] == sorted((c.to for c in chunks), reverse=True)  # newest first
-        for c in chunks:
-            rows = _answer(c, present)
-            a, b = proven_by(c, rows, floor)
-            cov.add(a, b)
-            known = np.union1d(known, rows)
-    else:
-        raise AssertionError("count planning did not finish in 200 rounds")
-    want = present[-wanted:]
-    reach = cov.reach_down(end)
-    got = known[(known >= reach) & (known < end)][-wanted:]
-    assert np.array_equal(got, want)
-
-
-@settings(max_examples=100, deadline=None)
-@given(lo=st.integers(0, 10_000), length=st.integers(1, 3_000), cached=intervals, seed=st.integers(0, 2**32 - 1))
-def test_one_range_round_proves_the_whole_range(lo: int, length: int, cached: list[tuple[int, int]], seed: int) -> None:
-    """However thin the market, the pieces of a range prove all of it in one round."""
-    present = np.flatnonzero(np.random.default_rng(seed).random(lo + length + 500) < 0.05)
-    cov = Coverage()
-    for a, n in cached:
-        cov.add(lo + a, lo + a + n)
-    for c in plan_range("KRW-X", TF, lo, lo + length, cov):
-        cov.add(*proven_by(c, _answer(c, present), 0))
-    assert cov.missing(lo, lo + length) == []
-
-
 # -- trades windows, symbol chunks, stream segments ---------------------------------------------------------
 def _trade_times(rng: np.random.Generator, floor: int, end: int, pattern: str, rate: float) -> np.ndarray:
     """Trade times (ms, sorted, distinct) over [floor, end): uniform at ``rate`` trades/ms, or in

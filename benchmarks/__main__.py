@@ -11,7 +11,9 @@ Sections (each also runs alone, see its module):
    (bench_sim_cold.py; no latency: it measures the simulator, not a client);
 6. ``budget``    — the shared budget's building block: FileRing vs pyrate-limiter vs limits
    (bench_budget_stores.py; needs the ``bench`` extra; not in the default run — ``--only budget``);
-7. ``processes`` — many mdcoord processes under the machine budget: (a) 8 x 20,000 candles started
+7. ``requests``  — requests per row: liquid, thin and very thin markets, a month's range and
+   counts, mdcoord now and before the backward cursors, pyupbit, ccxt (bench_requests.py);
+8. ``processes`` — many mdcoord processes under the machine budget: (a) 8 x 20,000 candles started
    together, (b) 1-16 processes x 3,000 candles, (c) one process, ``rate_budget="process"`` vs
    ``"machine"`` (bench_budget_processes.py; ~17 minutes, so not in the default run —
    ``--only processes``, ``--process-cells a b c`` to pick cells; its cells all get ``--long-runs``).
@@ -44,12 +46,13 @@ from benchmarks import (
     bench_compare,
     bench_micro,
     bench_rate,
+    bench_requests,
     bench_sim_cold,
     bench_snapshots,
 )
 from benchmarks._common import LATENCIES, machine_info, ms
 
-SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "budget", "processes")
+SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "requests", "budget", "processes")
 # budget needs the optional libraries, processes takes ~17 minutes: both asked for by name
 DEFAULT_SECTIONS = SECTIONS[:-2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -84,6 +87,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = bench_budget_stores.bench(300 if q else 3000, 0.6 if q else 3.0, 1.0 if q else 4.0, log=log)
         elif section == "processes":
             out = bench_budget_processes.bench(long_runs, list(LATENCIES), args.process_cells, quick=q, log=log)
+        elif section == "requests":
+            out = bench_requests.bench(2 if q else 30, [300] if q else [1000, 10_000], list(bench_requests.CLIENTS),
+                                       log=log)
         elif section == "simcold":
             out = bench_sim_cold.bench(runs, 3, ["market_all", "ticker_1", "trades_500"] if q else None, log=log)
         else:
@@ -143,6 +149,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"(warm-up, untimed: {res['snapshots']['warm_up_s']} s)", "", bench_snapshots.table(res["snapshots"])]
     if "micro" in res:
         out += ["", "### Micro-benchmarks", "", bench_micro.table(res["micro"])]
+    if "requests" in res:
+        out += ["", "### Requests per row", "", bench_requests.table(res["requests"])]
     if "simcold" in res:
         out += ["", "### The embedded exchange, cold", "", bench_sim_cold.table(res["simcold"])]
     if "budget" in res:

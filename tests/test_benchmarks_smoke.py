@@ -8,7 +8,8 @@ import importlib.util
 import pytest
 
 from benchmarks import __main__ as run_all
-from benchmarks import bench_budget_processes, bench_compare, bench_micro, bench_rate, bench_sim_cold, bench_snapshots
+from benchmarks import bench_budget_processes, bench_compare, bench_micro, bench_rate
+from benchmarks import bench_requests, bench_sim_cold, bench_snapshots
 
 
 def quiet(_: str) -> None:
@@ -28,6 +29,9 @@ def test_benchmark_sections_run_and_render() -> None:
             "micro": {"aggregation": bench_micro.bench_aggregation(1, 10_000),
                       "json_to_frame": bench_micro.bench_json(1)},
             "simcold": bench_sim_cold.bench(1, 1, ["market_all", "instruments_5"], log=quiet),
+            # a day's range and 300 candles of three markets; mdcoord only (the "before" client
+            # needs the repository's history, which a shallow checkout may lack)
+            "requests": bench_requests.bench(1, [300], ["mdcoord"], log=quiet),
             # worker processes start together: 3 x 400 candles (3 requests each), then 1 and 2; one
             # process, 10 requests. No cell sends more than 10, so a 429 is a bug, never load.
             "processes": bench_budget_processes.bench(1, [0.0], log=quiet,
@@ -49,13 +53,16 @@ def test_benchmark_sections_run_and_render() -> None:
         for budget in ("process", "machine"):
             assert c[budget]["exact"] and c[budget]["429s"] == 0, c[budget]
     assert next(iter(procs["single"].values()))["process"]["requests"] == 10
+    for cell in report["results"]["requests"]["cells"].values():
+        r = cell["clients"]["mdcoord"]
+        assert r["exact"] and r["within_bound"] and r["429s"] == 0, (cell["market"], cell["shape"], r)
     text = run_all.markdown(report)
     for heading in ("mdcoord vs pyupbit vs ccxt", "Rate-limit efficiency", "Tickers, orderbooks", "Micro-benchmarks",
-                    "The embedded exchange, cold", "Many processes, one machine budget"):
+                    "The embedded exchange, cold", "Many processes, one machine budget", "Requests per row"):
         assert heading in text
 
 
-@pytest.mark.parametrize("module", [bench_compare, bench_rate, bench_snapshots, bench_micro, bench_sim_cold,
+@pytest.mark.parametrize("module", [bench_compare, bench_rate, bench_snapshots, bench_micro, bench_sim_cold, bench_requests,
                                     bench_budget_processes, run_all])
 def test_scripts_have_a_main(module: object) -> None:
     assert callable(module.main)

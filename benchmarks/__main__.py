@@ -9,11 +9,13 @@ Sections (each also runs alone, see its module):
 4. ``micro``     — aggregating 1,000,000 candles, JSON → frame, the cache load (bench_micro.py);
 5. ``simcold``   — the embedded exchange's first answer per endpoint, a fresh process per run
    (bench_sim_cold.py; no latency: it measures the simulator, not a client);
-6. ``budget``    — the shared budget's building block: FileRing vs pyrate-limiter vs limits
-   (bench_budget_stores.py; needs the ``bench`` extra; not in the default run — ``--only budget``);
+6. ``firstcall`` — the first ``candles(count=1000)`` of a fresh process against a warm one, where
+   its time goes, and ``import mdcoord`` (bench_firstcall.py; a fresh process per run, 30 ms);
 7. ``requests``  — requests per row: liquid, thin and very thin markets, a month's range and
    counts, mdcoord now and before the backward cursors, pyupbit, ccxt (bench_requests.py);
-8. ``processes`` — many mdcoord processes under the machine budget: (a) 8 x 20,000 candles started
+8. ``budget``    — the shared budget's building block: FileRing vs pyrate-limiter vs limits
+   (bench_budget_stores.py; needs the ``bench`` extra; not in the default run — ``--only budget``);
+9. ``processes`` — many mdcoord processes under the machine budget: (a) 8 x 20,000 candles started
    together, (b) 1-16 processes x 3,000 candles, (c) one process, ``rate_budget="process"`` vs
    ``"machine"`` (bench_budget_processes.py; ~17 minutes, so not in the default run —
    ``--only processes``, ``--process-cells a b c`` to pick cells; its cells all get ``--long-runs``).
@@ -44,6 +46,7 @@ from benchmarks import (
     bench_budget_processes,
     bench_budget_stores,
     bench_compare,
+    bench_firstcall,
     bench_micro,
     bench_rate,
     bench_requests,
@@ -52,7 +55,7 @@ from benchmarks import (
 )
 from benchmarks._common import LATENCIES, machine_info, ms
 
-SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "requests", "budget", "processes")
+SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "firstcall", "requests", "budget", "processes")
 # budget needs the optional libraries, processes takes ~17 minutes: both asked for by name
 DEFAULT_SECTIONS = SECTIONS[:-2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -87,6 +90,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = bench_budget_stores.bench(300 if q else 3000, 0.6 if q else 3.0, 1.0 if q else 4.0, log=log)
         elif section == "processes":
             out = bench_budget_processes.bench(long_runs, list(LATENCIES), args.process_cells, quick=q, log=log)
+        elif section == "firstcall":
+            out = bench_firstcall.bench(runs if q else max(runs, 5), bench_firstcall.available_modes(), count=400 if q else 1000,
+                                        importtime_runs=1 if q else 5, log=log)
         elif section == "requests":
             out = bench_requests.bench(2 if q else 30, [300] if q else [1000, 10_000], list(bench_requests.CLIENTS),
                                        log=log)
@@ -153,6 +159,8 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["", "### Requests per row", "", bench_requests.table(res["requests"])]
     if "simcold" in res:
         out += ["", "### The embedded exchange, cold", "", bench_sim_cold.table(res["simcold"])]
+    if "firstcall" in res:
+        out += ["", "### The first call of a process", "", bench_firstcall.table(res["firstcall"])]
     if "budget" in res:
         out += ["", "### The shared budget's building block", "", bench_budget_stores.table(res["budget"])]
     if "processes" in res:

@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 
 from benchmarks import __main__ as run_all
-from benchmarks import bench_budget_processes, bench_compare, bench_micro, bench_rate
+from benchmarks import bench_budget_processes, bench_compare, bench_firstcall, bench_micro, bench_rate
 from benchmarks import bench_requests, bench_sim_cold, bench_snapshots
 
 
@@ -29,6 +29,9 @@ def test_benchmark_sections_run_and_render() -> None:
             "micro": {"aggregation": bench_micro.bench_aggregation(1, 10_000),
                       "json_to_frame": bench_micro.bench_json(1)},
             "simcold": bench_sim_cold.bench(1, 1, ["market_all", "instruments_5"], log=quiet),
+            # a fresh process per mode: its first and warm call send the same requests (the head again)
+            "firstcall": bench_firstcall.bench(1, bench_firstcall.available_modes(), latency=0.0, count=400,
+                                               importtime_runs=1, log=quiet),
             # a day's range and 300 candles of three markets; mdcoord only (the "before" client
             # needs the repository's history, which a shallow checkout may lack)
             "requests": bench_requests.bench(1, [300], ["mdcoord"], log=quiet),
@@ -43,6 +46,10 @@ def test_benchmark_sections_run_and_render() -> None:
             assert cell["clients"][name]["complete_and_correct"], cell["clients"][name]["verdicts"]
     assert next(iter(report["results"]["rate"].values()))["requests"] == 10
     assert all(c["verdicts"] == ["yes"] for c in report["results"]["snapshots"]["cells"].values())
+    for mode, cell in report["results"]["firstcall"]["cells"].items():
+        assert cell["rows"] == [400] and cell["429s"] == 0, (mode, cell)
+        first, warm = cell["requests"][0]
+        assert len(cell["requests"]) == 1 and first == warm, (mode, cell["requests"])
     procs = report["results"]["processes"]
     cells = [*procs["acceptance"].values(), *procs["scaling"].values()]
     assert [c["procs"] for c in cells] == [3, 1, 2]
@@ -58,11 +65,12 @@ def test_benchmark_sections_run_and_render() -> None:
         assert r["exact"] and r["within_bound"] and r["429s"] == 0, (cell["market"], cell["shape"], r)
     text = run_all.markdown(report)
     for heading in ("mdcoord vs pyupbit vs ccxt", "Rate-limit efficiency", "Tickers, orderbooks", "Micro-benchmarks",
-                    "The embedded exchange, cold", "Many processes, one machine budget", "Requests per row"):
+                    "The embedded exchange, cold", "The first call of a process", "Many processes, one machine budget",
+                    "Requests per row"):
         assert heading in text
 
 
 @pytest.mark.parametrize("module", [bench_compare, bench_rate, bench_snapshots, bench_micro, bench_sim_cold, bench_requests,
-                                    bench_budget_processes, run_all])
+                                    bench_firstcall, bench_budget_processes, run_all])
 def test_scripts_have_a_main(module: object) -> None:
     assert callable(module.main)

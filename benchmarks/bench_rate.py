@@ -24,6 +24,12 @@ The speed-up over ``concurrency=1`` is measured by ``bench_compare`` on the 20,0
 3 minutes at 300 ms).
 
     python benchmarks/bench_rate.py [--runs 1] [--count 119800] [--latencies 0.03 0.15 0.3] [--json]
+        [--jitter S | --jitter-share 0.05] [--counts 119800 20000]
+
+``--jitter-share 0.05`` makes each half of the trip vary by ±5% of the latency, the round trip by
+±10% (issue 13.4's reading); the default is ±10% of the latency on each half. ``--counts`` runs
+several jobs interleaved in the same run and adds issue 13.4's measure of the 20,000-candle job,
+wall ÷ (requests ÷ 10/s + latency).
 """
 
 from __future__ import annotations
@@ -105,21 +111,42 @@ def _round(seconds: float) -> float | None:
 
 
 def bench(runs: int, count: int, latencies: list[float], log: Callable[[str], None] = print,
-          jitter: float | None = None) -> dict[str, Any]:
+          jitter: float | None = None, jitter_share: float | None = None,
+          counts: list[int] | None = None) -> dict[str, Any]:
+    """``jitter``: ± seconds on each half of the trip; or ``jitter_share`` x latency on each half
+    (0.05: the round trip varies by ±10%); default latency/10 a half. ``counts``: several jobs,
+    each latency's runs interleaved (e.g. 119,800 and 20,000 candles), keyed ``latency/count``."""
     results: dict[str, Any] = {}
+    jobs = counts or [count]
     for latency in latencies:
-        raw = []
+        j = jitter if jitter is not None else (latency * jitter_share if jitter_share is not None else None)
+        raws: dict[int, list[dict[str, Any]]] = {c: [] for c in jobs}
         for i in range(runs):
-            r = one_run(count, latency, jitter=jitter)
-            raw.append(r)
-            log(f"  rate {ms(latency)} run {i + 1}: {r['wall_s']:.2f} s, {r['requests']} req, "
-                f"efficiency {r['efficiency_vs_10']:.3f}, {r['429s']} x 429, {r['check']['verdict']}")
-        results[str(latency)] = {
+            for c in jobs:
+                r = one_run(c, latency, jitter=j)
+                raws[c].append(r)
+                log(f"  rate {ms(latency)} ({c:,} candles) run {i + 1}: {r['wall_s']:.2f} s, {r['requests']} req, "
+                    f"efficiency {r['efficiency_vs_10']:.3f}, {r['429s']} x 429, {r['check']['verdict']}")
+        for c, raw in raws.items():
+            key = str(latency) if counts is None else f"{latency}/{c}"
+            results[key] = _summary(raw, latency, j, c)
+    return results
+
+
+def _summary(raw: list[dict[str, Any]], latency: float, jitter: float | None, count: int) -> dict[str, Any]:
+    n = median(r["requests"] for r in raw)
+    return {
             "latency_s": latency,
             "jitter_s": latency / 10 if jitter is None else jitter,
             "count": count,
+            # issue 13.4's measure for the 20,000-candle job: wall ÷ (requests ÷ 10/s + latency)
+            "median_wall_over_requests_at_rate": round(median(r["wall_s"] / (r["requests"] / RATE + latency) for r in raw), 3),
+            "requests_per_run": [r["requests"] for r in raw],
+            "429s_per_run": [r["429s"] for r in raw],
+            "efficiency_per_run": [round(r["efficiency_vs_10"], 4) for r in raw],
+            "strict_per_run": [round(r["strict_efficiency"], 4) for r in raw],
             "runs": raw,
-            "requests": median(r["requests"] for r in raw),
+            "requests": n,
             "median_wall_s": round(median(r["wall_s"] for r in raw), 3),
             "median_efficiency_vs_10": round(median(r["efficiency_vs_10"] for r in raw), 3),
             "median_strict_efficiency": round(median(r["strict_efficiency"] for r in raw), 3),
@@ -135,8 +162,7 @@ def bench(runs: int, count: int, latencies: list[float], log: Callable[[str], No
             "margin_at_end_s": [r["mdcoord"].get("margin_s") for r in raw],
             "extra_margin_at_end_s": [r["mdcoord"].get("extra_margin_s") for r in raw],
             "concurrency_limit_at_end": [r["mdcoord"].get("concurrency_limit") for r in raw],
-        }
-    return results
+    }
 
 
 def _joined(values: list[float | None], scale: float, unit: str) -> str:
@@ -155,11 +181,13 @@ def table(results: dict[str, Any]) -> str:
             f"{r['median_period_10_s']:.3f} s ({r['min_period_10_s']:.3f})" if r["median_period_10_s"] else "—",
             r["429s"], r["418s"], r["max_in_1s"],
             "yes" if r["complete_and_correct"] else "NO", "met" if met else "NOT met",
+            f"{r['median_wall_over_requests_at_rate']:.3f}" if "median_wall_over_requests_at_rate" in r else "—",
         ])
     return md_table(["latency ± jitter", "candles", "requests", "median wall", "req/s", "req/s ÷ 10",
                      "server floor", "strict (floor ÷ wall)", "margin at end", "concurrency at end",
                      "10-request period on the wire, median (min)", "429s",
-                     "418s", "max req in 1 s", "complete & correct", "req/s ÷ 10 >= 0.95, 0 x 429"], rows)
+                     "418s", "max req in 1 s", "complete & correct", "req/s ÷ 10 >= 0.95, 0 x 429",
+                     "wall ÷ (requests ÷ 10/s + latency)"], rows)
 
 
 def main() -> int:
@@ -169,8 +197,13 @@ def main() -> int:
         ap.add_argument("--latencies", type=float, nargs="+", default=list(LATENCIES))
         ap.add_argument("--jitter", type=float, default=None,
                         help="± seconds on each half of the latency (default: latency/10)")
+        ap.add_argument("--jitter-share", type=float, default=None,
+                        help="± this share of the latency on each half (0.05: the round trip ±10%%)")
+        ap.add_argument("--counts", type=int, nargs="+", default=None,
+                        help="several jobs in the same run, interleaved (e.g. 119800 20000)")
 
-    return cli(__doc__, options, lambda a, log: bench(a.runs, a.count, a.latencies, log=log, jitter=a.jitter), table)
+    return cli(__doc__, options, lambda a, log: bench(a.runs, a.count, a.latencies, log=log, jitter=a.jitter,
+                                                      jitter_share=a.jitter_share, counts=a.counts), table)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,8 +6,18 @@ may be underway at once. To run at the rate-limit bound, a group needs about
 More than that only queues at the limiter; fewer leaves the budget unused. So the adaptive gate
 keeps ``limit ≈ rate × p90(latency) × headroom + 1`` (bounded), measured from the answers:
 
-- it **grows** by one per answer while the target is above the limit (never above ``ceiling``),
-  and shrinks to the target at once when latency falls;
+- where the latency needs more than ``INITIAL`` (about 200 ms and up at 10/s), it keeps at least
+  the limiter's burst (``rate``, the requests a window lets start at once): every window of a
+  sliding-window limiter repeats the shape of the first (request i+N leaves one span after
+  request i), so a gate narrower than the burst splits the first window into waves a round trip
+  apart, and the last wave's lag is paid again at the end of the job (0.3 s of every job at
+  300 ms). Below that, the gate stays narrower than the burst on purpose: a window some other
+  program on the address has filled then costs fewer 429s than a 418 needs (Upbit's threshold
+  is unconfirmed; the embedded exchange blocks after 5) — with 5 or more in flight that
+  protection is gone anyway, so the burst adds no risk there;
+- it **grows** by one per answer while the target is above the limit (at once up to the burst
+  when the target holds it and it was never cut), never above ``ceiling``, and shrinks to the target at once when
+  latency falls;
 - it **halves** on a 429 and drops by a quarter on a timeout or a stalled event loop (a
   saturated machine: more requests in flight would only add work), and does not grow again
   for ``hold`` seconds after that.
@@ -125,6 +135,8 @@ class ConcurrencyGate:
         ordered = sorted(self._samples)
         p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
         need = math.ceil(self.rate / self.window * p90 * HEADROOM) + SPARE
+        if need > INITIAL:  # see the module's docstring: the burst, once it adds no risk
+            need = max(need, math.ceil(self.rate))
         return min(self.ceiling, max(self.floor, need))
 
     def observe(self, seconds: float) -> None:
@@ -135,7 +147,9 @@ class ConcurrencyGate:
         target = self.target()
         assert target is not None
         if target > self.limit and self._clock() >= self._hold_until:
-            self.limit += 1
+            # up to the burst at once (the first window's shape), unless the gate was cut since
+            jump = math.ceil(self.rate) if target >= math.ceil(self.rate) and not self.shrinks else 0
+            self.limit = max(self.limit + 1, jump)
             self.grows += 1
             self._wake()
         elif target < self.limit:

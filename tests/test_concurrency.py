@@ -85,23 +85,27 @@ def test_a_cancelled_waiter_leaves_the_queue() -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize(("latency", "expected"), [(0.02, 2), (0.15, 4), (0.3, 6), (0.5, 9), (5.0, 32)])
+@pytest.mark.parametrize(("latency", "expected"), [(0.02, 2), (0.15, 4), (0.2, 4), (0.21, 10), (0.3, 10),
+                                                    (0.5, 10), (0.8, 13), (5.0, 32)])
 def test_adaptive_limit_follows_rate_times_latency(latency: float, expected: int) -> None:
     gate = ConcurrencyGate.adaptive(rate=10, window=1.0, clock=FakeClock())
     for _ in range(64):
         gate.observe(latency)
-    # ceil(10/s * latency * 1.5) + 1, within [1, 32]
+    # ceil(10/s * latency * 1.5) + 1, within [1, 32]; once that is over the initial 4, at
+    # least the limiter's burst of 10
     assert gate.limit == expected
 
 
-def test_adaptive_limit_grows_one_per_answer_and_shrinks_at_once() -> None:
+def test_adaptive_limit_jumps_to_the_burst_grows_one_per_answer_and_shrinks_at_once() -> None:
     gate = ConcurrencyGate.adaptive(rate=10, window=1.0, clock=FakeClock())
-    start = gate.limit
-    gate.observe(0.5)
-    assert gate.limit == start + 1  # one step, not a jump
+    assert gate.limit == 4
+    gate.observe(1.0)
+    assert gate.limit == 10  # the first answer asks for more than 4: the burst at once
+    gate.observe(1.0)
+    assert gate.limit == 11  # above the burst: one step, not a jump
     for _ in range(40):
-        gate.observe(0.5)
-    assert gate.limit == 9
+        gate.observe(1.0)
+    assert gate.limit == 16
     for _ in range(40):  # latency drops: the p90 of the last 32 follows, the limit with it
         gate.observe(0.02)
     assert gate.limit == 2
@@ -112,14 +116,14 @@ def test_overload_shrinks_and_holds_growth() -> None:
     gate = ConcurrencyGate.adaptive(rate=10, window=1.0, clock=clock)
     for _ in range(40):
         gate.observe(0.5)
-    assert gate.limit == 9
+    assert gate.limit == 10
     gate.overload(0.5)  # a 429
-    assert gate.limit == 4 and gate.shrinks == 1
+    assert gate.limit == 5 and gate.shrinks == 1
     gate.observe(0.5)
-    assert gate.limit == 4  # held
+    assert gate.limit == 5  # held
     clock.t += gate.hold + 0.01
     gate.observe(0.5)
-    assert gate.limit == 5  # growing back
+    assert gate.limit == 6  # growing back, one step at a time once it was cut
     for _ in range(10):
         gate.overload(0.5)
     assert gate.limit == 1  # never below the floor

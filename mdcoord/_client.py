@@ -73,16 +73,20 @@ class Client:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        local_address: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.source = source_name(self.base_url)
+        self.local_address = local_address
+        # The budget is the address's (Upbit counts per IP): the machine's budget, the metrics
+        # and the 418 guard of a bound client are its address's, apart from the default route's.
+        self.source = source_name(self.base_url) + (f"@{local_address}" if local_address else "")
         self.clock = clock
         self._rng = rng or random.Random()
         self._sleep = sleep
         self.pacing = Pacing(self.source, clock=clock, sleep=sleep)
         self.guard = BlockGuard(self.base_url, clock)
         self.server_clock = ServerClock(clock)
-        self.transport = Transport()
+        self.transport = Transport(local_address)
 
     # -- what callers tune and read ---------------------------------------------------------------
     def limiter(self, group: Group, options: Options | None = None) -> SlidingWindowLimiter:

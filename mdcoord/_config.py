@@ -27,6 +27,7 @@ __all__ = ["DEFAULT_BASE_URL", "Options", "get_options", "resolve_base_url", "re
 DEFAULT_BASE_URL = "https://api.upbit.com/v1"
 BASE_URL_ENV = "MDCOORD_BASE_URL"
 RATE_BUDGET_ENV = "MDCOORD_RATE_BUDGET"
+LOCAL_ADDRESS_ENV = "MDCOORD_LOCAL_ADDRESS"
 _BUDGET_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 CACHE_DIR_ENV = "MDCOORD_CACHE_DIR"
 
@@ -55,6 +56,10 @@ class Options:
       that uses that Redis (several machines behind one address). ``"process"``: this process's
       own — only for a process with an address of its own (its own proxy): several processes
       on one address with ``"process"`` exceed the limit together and get the address blocked.
+    - ``local_address``: the local IP address mdcoord's connections leave from (None →
+      ``$MDCOORD_LOCAL_ADDRESS`` or the system's choice). Upbit counts the budget per address,
+      so each address gets its own limiter, machine budget and 418 guard: a host with several
+      addresses (or a test on 127.0.0.2, 127.0.0.3, ...) runs one budget per address.
     - ``progress``: True/False forces the progress bar; None shows it where a person watches.
     - ``on_error``: "raise" (default) raises :class:`IncompleteDataError` when pieces fail after
       retries; "partial" returns what arrived with the failures listed in ``attrs``.
@@ -77,6 +82,7 @@ class Options:
     rate_limit: int = 10
     rate_margin: float | str = "auto"
     rate_budget: str | None = None
+    local_address: str | None = None
     progress: bool | None = None
     on_error: str = "raise"
     cache: bool = True
@@ -113,6 +119,8 @@ class Options:
             raise InvalidRequestError(f"rate_margin must be 'auto' or seconds in [0, 1], got {self.rate_margin!r}")
         if self.rate_budget is not None:
             _check_rate_budget(self.rate_budget)
+        if self.local_address is not None:
+            _check_local_address(self.local_address)
         if self.progress not in (None, True, False):
             raise InvalidRequestError(f"progress must be True, False or None, got {self.progress!r}")
         if self.on_error not in ("raise", "partial"):
@@ -216,6 +224,28 @@ def resolve_rate_budget(options: Options | None = None) -> str:
         return chosen
     env = os.environ.get(RATE_BUDGET_ENV)
     return _check_rate_budget(env, f"${RATE_BUDGET_ENV}") if env else "machine"
+
+
+def _check_local_address(value: object, where: str = "local_address") -> str:
+    """An IP address to bind outgoing connections to (IPv4 or IPv6, no port, no host name)."""
+    import ipaddress
+
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{where} must be an IP address such as '127.0.0.2', got {value!r}")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise InvalidRequestError(f"{where} must be an IP address such as '127.0.0.2', got {value!r}") from None
+
+
+def resolve_local_address(options: Options | None = None) -> str | None:
+    """Where connections leave from: option, then ``$MDCOORD_LOCAL_ADDRESS``, then the system's
+    choice (None)."""
+    chosen = (options or _current).local_address
+    if chosen is not None:
+        return _check_local_address(chosen)
+    env = os.environ.get(LOCAL_ADDRESS_ENV)
+    return _check_local_address(env, f"${LOCAL_ADDRESS_ENV}") if env else None
 
 
 def budget_label(spec: str) -> str:

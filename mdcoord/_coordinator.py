@@ -22,7 +22,7 @@ from ._markets import MarketsJob, catalog_of
 from ._snapshots import OrderbookJob, TickerJob
 from ._trades import TradeJob
 from ._client import CallStats
-from ._config import Options, budget_label, get_options, resolve_base_url, resolve_rate_budget, with_overrides
+from ._config import Options, budget_label, get_options, resolve_base_url, resolve_local_address, resolve_rate_budget, with_overrides
 from ._exceptions import IncompleteDataError, MdcoordError
 from ._executor import Executor
 from ._metrics import METRICS
@@ -75,7 +75,7 @@ class Coordinator:
         return await self._runtime.arun(self._exchange_time(self.options))
 
     async def _exchange_time(self, options: Options) -> pd.Timestamp | None:
-        client = self._runtime.client(self.base_url)
+        client = self._runtime.client(self.base_url, resolve_local_address(options))
         if client.server_clock.estimate() is None:
             await catalog_of(client).rows(options, CallStats())  # one request; later calls reuse the list
         now = client.server_clock.estimate()
@@ -83,7 +83,7 @@ class Coordinator:
 
     async def _execute(self, request: CoordinatorRequest, options: Options) -> CoordinatorResponse:
         started = time.perf_counter()
-        client = self._runtime.client(self.base_url)
+        client = self._runtime.client(self.base_url, resolve_local_address(options))
         stats = CallStats()
         meta = CoordinatorMetadata(
             request=request.describe(),
@@ -93,6 +93,7 @@ class Coordinator:
             markets=list(request.symbols),
             version=__version__,
             rate_budget=budget_label(resolve_rate_budget(options)),
+            local_address=client.local_address,
         )
         progress = Progress(options.progress, f"{request.data_type.value} {','.join(request.symbols)[:40]}".strip())
         job = _JOBS[request.data_type](request, client, options, stats, progress)

@@ -217,6 +217,8 @@ class CoordinatorMetadata:
       the grid inside the span of each market (see :func:`mdcoord.gaps`), ``not_fetched`` of them
       lie in pieces that failed; ``complete``: every piece was answered.
     - ``cache``: whether the cache was used, its directory and how many rows it supplied.
+    - ``rate_budget``: whose budget the requests spent; ``local_address``: the local IP they left
+      from when one was chosen (``Options.local_address``; None: the system's choice).
     """
 
     request: dict[str, Any]
@@ -232,6 +234,7 @@ class CoordinatorMetadata:
     limiter_wait_s: float = 0.0
     budget_wait_s: float = 0.0
     rate_budget: str = "machine"
+    local_address: str | None = None
     rounds: int = 0
     gaps_found: int = 0
     missing_candles: int = 0

@@ -74,11 +74,13 @@ class Runtime:
     def _on_loop_thread(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 
-    def client(self, base_url: str) -> Client:
-        """The shared client for ``base_url``. Call only from the runtime loop."""
-        client = self._clients.get(base_url)
+    def client(self, base_url: str, local_address: str | None = None) -> Client:
+        """The shared client for ``base_url`` whose connections leave from ``local_address``
+        (each address has its own budget). Call only from the runtime loop."""
+        key = base_url if local_address is None else f"{base_url} from {local_address}"
+        client = self._clients.get(key)
         if client is None:
-            client = self._clients[base_url] = Client(base_url)
+            client = self._clients[key] = Client(base_url, local_address=local_address)
         return client
 
     # -- running coroutines -----------------------------------------------------------------------

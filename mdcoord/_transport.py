@@ -45,9 +45,11 @@ class Answer:
 class Transport:
     """GETs over one aiohttp session (must be used from one event loop: the runtime's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, local_address: str | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        #: connections leave from this IP (port chosen by the system); None: the system's choice
+        self.local_address = local_address
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -56,7 +58,10 @@ class Transport:
             trace = aiohttp.TraceConfig()
             trace.on_request_headers_sent.append(_on_headers_sent)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(
+                    limit=100, ttl_dns_cache=300,
+                    local_addr=(self.local_address, 0) if self.local_address is not None else None,
+                ),
                 headers={"Accept": "application/json", "User-Agent": f"mdcoord/{__version__}"},
                 trace_configs=[trace],
                 # Never send Origin: Upbit moves such requests to a 1-per-10-s group.

@@ -150,13 +150,19 @@ class Exchange:
         """A snapshot of every request so far, oldest first."""
         return self._log.snapshot()
 
-    def count(self, group: str | None = None, status: int | None = None, path_prefix: str | None = None) -> int:
-        """Number of logged requests matching all given filters."""
-        return self._log.count(group, status, path_prefix)
+    def count(self, group: str | None = None, status: int | None = None, path_prefix: str | None = None,
+              address: str | None = None) -> int:
+        """Number of logged requests matching all given filters (``address``: a client IP)."""
+        return self._log.count(group, status, path_prefix, address)
 
-    def max_in_window(self, group: str, window: float = 1.0, statuses: Any = None) -> int:
-        """Most arrivals of ``group`` within any ``window`` seconds (what the limiter sees)."""
-        return self._log.max_in_window(group, window, statuses)
+    def max_in_window(self, group: str, window: float = 1.0, statuses: Any = None, address: str | None = None) -> int:
+        """Most arrivals of ``group`` within any ``window`` seconds (what the limiter sees;
+        ``address``: of one client IP, whose budget it is — every address has its own)."""
+        return self._log.max_in_window(group, window, statuses, address)
+
+    def addresses(self) -> set[str]:
+        """The client IPs the exchange has logged requests from."""
+        return {r.peer[0] for r in self._log.snapshot() if r.peer is not None}
 
     @property
     def in_progress(self) -> int:
@@ -202,7 +208,7 @@ class Exchange:
         return asyncio.run_coroutine_threadsafe(peers(), loop).result(timeout=30)
 
     def reset_rate_limits(self) -> None:
-        """Forget arrivals and lift any ban."""
+        """Forget arrivals and lift any ban, of every client address."""
         self._limiter.reset()
 
 

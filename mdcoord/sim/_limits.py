@@ -1,6 +1,8 @@
 """The strict server-side rate limiter and the 418 ban, as Upbit enforces them per IP.
 
-Per group, the limiter remembers arrival times. A request is rejected with 429 when at least
+Every client address has its own budget and its own ban, as Upbit counts per IP: two clients
+bound to 127.0.0.2 and 127.0.0.3 each get the full limit, while every process of one address
+shares one. Per address and group, the limiter remembers arrival times. A request is rejected with 429 when at least
 ``limit`` requests of its group arrived within the preceding ``window`` seconds; **every**
 arrival counts, rejected ones included, so a client that keeps hammering stays rejected. This
 is stricter than a token bucket on purpose: it is exactly the "at most N in ANY window" rule a
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +45,18 @@ class RateLimiter:
         self.origin_limit, self.origin_window = origin_limit, origin_window
         self.ban_after, self.ban_window = ban_after, ban_window
         self.ban_seconds, self.ban_growth = ban_seconds, ban_growth
-        self._arrivals: dict[str, deque[float]] = {}
-        self._violations: deque[float] = deque()
-        self._banned_until = float("-inf")
-        self._bans = 0
+        self._addresses: dict[str, _Address] = {}
         self._lock = threading.Lock()
 
-    def admit(self, group: str, now: float) -> Admission:
-        """Record an arrival of ``group`` at ``now`` (monotonic seconds) and judge it."""
+    def admit(self, group: str, now: float, address: str = "") -> Admission:
+        """Record an arrival of ``group`` from ``address`` at ``now`` (monotonic seconds) and
+        judge it against that address's budget."""
         limit, window = (self.origin_limit, self.origin_window) if group == "origin" else (self.limit, self.window)
         with self._lock:
-            if now < self._banned_until:
-                return Admission(418, 0, self._banned_until - now)
-            arrivals = self._arrivals.setdefault(group, deque())
+            state = self._state(address)
+            if now < state.banned_until:
+                return Admission(418, 0, state.banned_until - now)
+            arrivals = state.arrivals.setdefault(group, deque())
             while arrivals and arrivals[0] <= now - window:
                 arrivals.popleft()
             before = len(arrivals)
@@ -65,29 +66,48 @@ class RateLimiter:
             remaining = max(0, limit - len(arrivals))
             if before < limit:
                 return Admission(None, remaining)
-            self._violations.append(now)
-            while self._violations and self._violations[0] <= now - self.ban_window:
-                self._violations.popleft()
-            if len(self._violations) >= self.ban_after:
-                self._ban_locked(now, None)
+            state.violations.append(now)
+            while state.violations and state.violations[0] <= now - self.ban_window:
+                state.violations.popleft()
+            if len(state.violations) >= self.ban_after:
+                self._ban_locked(state, now, None)
             return Admission(429, 0)
 
-    def ban(self, now: float, seconds: float | None = None) -> float:
-        """Ban every group from ``now``; returns the ban's length (default: the escalation)."""
+    def ban(self, now: float, seconds: float | None = None, address: str = "") -> float:
+        """Ban every group of ``address`` from ``now``; returns the ban's length (default: the
+        escalation)."""
         with self._lock:
-            return self._ban_locked(now, seconds)
+            return self._ban_locked(self._state(address), now, seconds)
 
-    def _ban_locked(self, now: float, seconds: float | None) -> float:
-        length = seconds if seconds is not None else self.ban_seconds * self.ban_growth**self._bans
-        self._bans += 1
-        self._banned_until = now + length
-        self._violations.clear()
+    def banned(self, now: float) -> dict[str, float]:
+        """The addresses banned at ``now``, with the seconds each ban still lasts."""
+        with self._lock:
+            return {a: s.banned_until - now for a, s in self._addresses.items() if s.banned_until > now}
+
+    def _state(self, address: str) -> _Address:
+        state = self._addresses.get(address)
+        if state is None:
+            state = self._addresses[address] = _Address()
+        return state
+
+    def _ban_locked(self, state: _Address, now: float, seconds: float | None) -> float:
+        length = seconds if seconds is not None else self.ban_seconds * self.ban_growth**state.bans
+        state.bans += 1
+        state.banned_until = now + length
+        state.violations.clear()
         return length
 
     def reset(self) -> None:
-        """Forget all arrivals, violations and bans."""
+        """Forget all arrivals, violations and bans, of every address."""
         with self._lock:
-            self._arrivals.clear()
-            self._violations.clear()
-            self._banned_until = float("-inf")
-            self._bans = 0
+            self._addresses.clear()
+
+
+@dataclass(slots=True)
+class _Address:
+    """One client address's budget: arrivals per group, recent 429s, its ban."""
+
+    arrivals: dict[str, deque[float]] = field(default_factory=dict)
+    violations: deque[float] = field(default_factory=deque)
+    banned_until: float = float("-inf")
+    bans: int = 0

@@ -53,19 +53,25 @@ class RequestLog:
         with self._lock:
             self._records.clear()
 
-    def count(self, group: str | None = None, status: int | None = None, path_prefix: str | None = None) -> int:
-        """Records matching every given filter (``path_prefix`` on the path without ``/v1``)."""
-        return sum(1 for r in _filter(self.snapshot(), group, status, path_prefix))
+    def count(self, group: str | None = None, status: int | None = None, path_prefix: str | None = None,
+              address: str | None = None) -> int:
+        """Records matching every given filter (``path_prefix`` on the path without ``/v1``;
+        ``address``: the client's IP)."""
+        return sum(1 for r in _filter(self.snapshot(), group, status, path_prefix)
+                   if address is None or (r.peer is not None and r.peer[0] == address))
 
-    def max_in_window(self, group: str, window: float = 1.0, statuses: Iterable[int] | None = None) -> int:
+    def max_in_window(self, group: str, window: float = 1.0, statuses: Iterable[int] | None = None,
+                      address: str | None = None) -> int:
         """Most arrivals of ``group`` inside any half-open ``window``-second span.
 
         This is what a strict server limiter sees: a client that respects "at most N per
-        second" keeps it ``<= N``. ``statuses`` restricts to answers with those statuses.
+        second" keeps it ``<= N``. ``statuses`` restricts to answers with those statuses;
+        ``address`` to one client IP (the limiter counts each address apart, as Upbit does).
         """
         wanted = None if statuses is None else set(statuses)
         times = sorted(r.arrival for r in self.snapshot()
-                       if r.group == group and (wanted is None or r.status in wanted))
+                       if r.group == group and (wanted is None or r.status in wanted)
+                       and (address is None or (r.peer is not None and r.peer[0] == address)))
         best, lo = 0, 0
         for hi, t in enumerate(times):
             while t - times[lo] >= window:

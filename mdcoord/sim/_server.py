@@ -146,7 +146,7 @@ class Server:
             record(None, 404, None, None)
             return await self._send(web.Response(status=404, body=NO_ROUTE, content_type="application/json", charset="utf-8"))
         group = "origin" if "Origin" in request.headers else route.group
-        verdict = self.limiter.admit(group, arrival)
+        verdict = self.limiter.admit(group, arrival, peer[0] if peer else "")  # per IP, as Upbit counts
         headers = {"Remaining-Req": f"group={group}; min=600; sec={verdict.remaining}", "limit-by-ip": "Yes"}
         if verdict.status == 418:
             record(group, 418, None, None)
@@ -156,7 +156,7 @@ class Server:
             return await self._send(self._too_many(headers))
         fault = self.faults.take(route.group)
         if fault is not None:
-            return await self._faulty(request, fault, route, params, headers, record, group)
+            return await self._faulty(request, fault, route, params, headers, record, group, peer[0] if peer else "")
         response, rows = await self._answer(route, params, headers)
         record(group, response.status, None, rows)
         return await self._send(response)
@@ -194,7 +194,8 @@ class Server:
                             headers={**h, "Retry-After": str(whole), "Content-Type": JSON_TYPE})
 
     async def _faulty(self, request: web.Request, fault: Fault, route: Route, query: Query,
-                      headers: dict[str, str], record: Callable[..., None], group: str) -> web.StreamResponse:
+                      headers: dict[str, str], record: Callable[..., None], group: str,
+                      address: str = "") -> web.StreamResponse:
         kind, p = fault.kind, fault.params
         if kind == "drop":
             record(group, None, kind, None)
@@ -226,7 +227,7 @@ class Server:
         elif kind == "rate_limited":
             response = web.Response(status=429, text=TOO_MANY, headers=headers)
         else:  # ban
-            seconds = self.limiter.ban(time.monotonic(), p.get("seconds"))
+            seconds = self.limiter.ban(time.monotonic(), p.get("seconds"), address)
             response = self._banned(seconds, headers)
         record(group, response.status, kind, None)
         return await self._send(response)

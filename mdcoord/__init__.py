@@ -9,6 +9,7 @@ Offline: ``python -m mdcoord demo`` runs the same pipeline against the embedded 
 """
 
 from . import _accessor, cache  # noqa: F401 - _accessor registers df.mdc
+from ._backfill import BackfillSummary, backfill
 from ._api import (
     acandles,
     amarkets,
@@ -85,6 +86,8 @@ __all__ = [
     "aorderbooks",
     "atickers",
     "atrades",
+    "backfill",
+    "BackfillSummary",
     "candles",
     "download",
     "gaps",

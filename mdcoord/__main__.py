@@ -4,6 +4,7 @@
     python -m mdcoord tickers KRW --out krw.csv
     python -m mdcoord orderbooks KRW-BTC KRW-ETH --depth 15
     python -m mdcoord trades KRW-BTC --count 5000 --out trades.parquet
+    python -m mdcoord backfill KRW 1m --start 2024-01-01 --end 2026-01-01 --store s3://bucket/krw-1m
     python -m mdcoord cache info | cache clear --market KRW-BTC
     python -m mdcoord sim --port 8080          # the embedded exchange
     python -m mdcoord demo                     # offline, end to end
@@ -135,6 +136,19 @@ def _trades_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill_cmd(args: argparse.Namespace) -> int:
+    import mdcoord
+
+    opts: dict[str, object] = {}
+    if args.local_address is not None:
+        opts["local_address"] = args.local_address
+    summary = mdcoord.backfill(args.markets, args.timeframe, args.start, args.end, store=args.store,
+                               scheduler=args.scheduler, n_workers=args.workers, period=args.period,
+                               base_url=args.base_url, progress=args.progress, **opts)
+    print(summary)
+    return 0
+
+
 def _cache_cmd(args: argparse.Namespace) -> int:
     import mdcoord
 
@@ -188,6 +202,23 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--end")
     tr.add_argument("--no-cache", action="store_true")
     tr.set_defaults(func=_trades_cmd)
+    b = sub.add_parser("backfill", help="a market-wide Parquet dataset on a Dask cluster, e.g. "
+                                        "backfill KRW 1m --start 2025-01-01 --end 2026-01-01 --store data/krw-1m")
+    b.add_argument("markets", nargs="+", metavar="MARKET_OR_QUOTE")
+    b.add_argument("timeframe", help="1s 1m 3m 5m 10m 15m 30m 1h 4h 1d 1w 1M 1y")
+    b.add_argument("--start", required=True)
+    b.add_argument("--end", required=True)
+    b.add_argument("--store", required=True, help="a directory or an fsspec URL (s3://bucket/path)")
+    b.add_argument("--scheduler", default=None, help="a Dask scheduler's address (default: a local cluster)")
+    b.add_argument("--workers", type=at_least(1), default=2, help="workers of the local cluster (default 2)")
+    b.add_argument("--period", choices=["day", "month", "year"], default=None,
+                   help="one task per market and period (default: day of seconds, month of minutes, year of days)")
+    b.add_argument("--local-address", default=None, help="the local IP address connections leave from")
+    b.add_argument("--base-url", default=None, help="API root (default $MDCOORD_BASE_URL or the real Upbit API)")
+    bbar = b.add_mutually_exclusive_group()
+    bbar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
+    bbar.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    b.set_defaults(func=_backfill_cmd)
     k = sub.add_parser("cache", help="the local cache: cache info | cache clear [--market M] [--timeframe TF]")
     k.add_argument("action", choices=["info", "clear"])
     k.add_argument("--market")

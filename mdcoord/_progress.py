@@ -43,10 +43,11 @@ def _bar_class(notebook: bool) -> Any:
 class Progress:
     """A progress bar over API requests whose total may grow (follow-up rounds)."""
 
-    def __init__(self, enabled: bool | None, desc: str) -> None:
+    def __init__(self, enabled: bool | None, desc: str, unit: str = "req") -> None:
         self._notebook = in_notebook()
         self.enabled = enabled if enabled is not None else (self._notebook or _stderr_is_tty())
         self._desc = desc
+        self._unit = unit
         self._bar: Any = None
         self.rows = 0
 
@@ -54,7 +55,7 @@ class Progress:
         if not self.enabled or not n:
             return
         if self._bar is None:  # created on the first planned piece, so it never shows "0 of ?"
-            self._bar = _bar_class(self._notebook)(total=n, desc=self._desc, unit="req", dynamic_ncols=True)
+            self._bar = _bar_class(self._notebook)(total=n, desc=self._desc, unit=self._unit, dynamic_ncols=True)
         else:
             self._bar.total += n
             self._bar.refresh()
@@ -67,6 +68,13 @@ class Progress:
                 waited=f"{stats.limiter_wait_s:.1f}s", refresh=False,
                 **({"others": f"{stats.budget_wait_s:.1f}s"} if stats.budget_wait_s else {}),
             )
+            self._bar.update(1)
+
+    def tick(self, rows: int, **postfix: Any) -> None:
+        """One unit done (a backfill's task), with ``rows`` more and the figures to show."""
+        self.rows += rows
+        if self._bar is not None:
+            self._bar.set_postfix(rows=f"{self.rows:,}", **postfix, refresh=False)
             self._bar.update(1)
 
     def close(self) -> None:

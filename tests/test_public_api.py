@@ -13,7 +13,7 @@ PUBLIC = {
     "Options", "RateLimitError", "RequestTimeoutError", "ResponseFormatError", "RetryPolicy", "ServerError",
     "SplitStrategy", "Timeframe", "TransportError", "__version__", "acandles", "candles", "gaps",
     "get_options", "set_options", "metrics", "reset_metrics", "markets", "amarkets", "tickers", "atickers", "orderbooks", "aorderbooks",
-    "trades", "atrades", "cache", "iter_candles", "aiter_candles", "download",
+    "trades", "atrades", "cache", "iter_candles", "aiter_candles", "download", "backfill", "BackfillSummary",
 }
 
 

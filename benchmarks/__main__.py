@@ -18,7 +18,10 @@ Sections (each also runs alone, see its module):
 9. ``processes`` — many mdcoord processes under the machine budget: (a) 8 x 20,000 candles started
    together, (b) 1-16 processes x 3,000 candles, (c) one process, ``rate_budget="process"`` vs
    ``"machine"`` (bench_budget_processes.py; ~17 minutes, so not in the default run —
-   ``--only processes``, ``--process-cells a b c`` to pick cells; its cells all get ``--long-runs``).
+   ``--only processes``, ``--process-cells a b c`` to pick cells; its cells all get ``--long-runs``);
+10. ``backfill`` — ``mdcoord.backfill`` on a local Dask cluster of one worker per client address
+   (127.0.0.2, ...): 1, 2, 4, 8 addresses against one address with 8 workers (bench_backfill.py;
+   ~3.5 minutes, not in the default run — ``--only backfill``).
 
 All at injected latency 30, 150 and 300 ms against the embedded exchange on 127.0.0.1.
 ``--runs`` (default 3) runs of every short cell; the long, rate-limit-bound cells — the
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    bench_backfill,
     bench_budget_processes,
     bench_budget_stores,
     bench_compare,
@@ -55,9 +59,10 @@ from benchmarks import (
 )
 from benchmarks._common import LATENCIES, machine_info, ms
 
-SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "firstcall", "requests", "budget", "processes")
-# budget needs the optional libraries, processes takes ~17 minutes: both asked for by name
-DEFAULT_SECTIONS = SECTIONS[:-2]
+SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "firstcall", "requests", "budget", "processes",
+            "backfill")
+# budget needs the optional libraries, processes takes ~17 minutes, backfill ~3.5: asked for by name
+DEFAULT_SECTIONS = SECTIONS[:-3]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -95,6 +100,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                         importtime_runs=1 if q else 5, log=log)
         elif section == "requests":
             out = bench_requests.bench(2 if q else 30, [300] if q else [1000, 10_000], list(bench_requests.CLIENTS),
+                                       log=log)
+        elif section == "backfill":
+            out = bench_backfill.bench([1, 2] if q else [1, 2, 4, 8], 2 if q else 8, 1 if q else 10, 0.0 if q else 0.03,
                                        log=log)
         elif section == "simcold":
             out = bench_sim_cold.bench(runs, 3, ["market_all", "ticker_1", "trades_500"] if q else None, log=log)
@@ -165,6 +173,8 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["", "### The shared budget's building block", "", bench_budget_stores.table(res["budget"])]
     if "processes" in res:
         out += ["", "### Many processes, one machine budget", "", bench_budget_processes.table(res["processes"])]
+    if "backfill" in res:
+        out += ["", "### A backfill over several addresses", "", bench_backfill.table(res["backfill"])]
     return "\n".join(out)
 
 

@@ -144,6 +144,7 @@ def _backfill_cmd(args: argparse.Namespace) -> int:
         opts["local_address"] = args.local_address
     summary = mdcoord.backfill(args.markets, args.timeframe, args.start, args.end, store=args.store,
                                scheduler=args.scheduler, n_workers=args.workers, period=args.period,
+                               addresses=args.addresses,
                                base_url=args.base_url, progress=args.progress, **opts)
     print(summary)
     return 0
@@ -214,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--period", choices=["day", "month", "year"], default=None,
                    help="one task per market and period (default: day of seconds, month of minutes, year of days)")
     b.add_argument("--local-address", default=None, help="the local IP address connections leave from")
+    b.add_argument("--addresses", nargs="+", default=None, metavar="IP",
+                   help="a local cluster of one worker per local IP address, each its own budget")
     b.add_argument("--base-url", default=None, help="API root (default $MDCOORD_BASE_URL or the real Upbit API)")
     bbar = b.add_mutually_exclusive_group()
     bbar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")

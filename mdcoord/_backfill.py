@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 import socket
 import time
@@ -36,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._config import Options, resolve_base_url
+from ._config import LOCAL_ADDRESS_ENV, Options, _check_local_address, resolve_base_url
 from ._exceptions import IncompleteDataError, InvalidRequestError, MarketNotFoundError
 from ._timeframe import Timeframe, to_utc
 
@@ -256,6 +257,8 @@ def backfill(
     client: Any = None,
     scheduler: str | None = None,
     n_workers: int = 2,
+    addresses: Sequence[str] | None = None,
+    threads_per_worker: int = 1,
     period: str | None = None,
     storage_options: dict[str, Any] | None = None,
     base_url: str | None = None,
@@ -267,7 +270,9 @@ def backfill(
 
     ``markets``: codes and/or quote currencies (``"KRW"``: every KRW market). ``client``: a
     ``distributed.Client``; else ``scheduler`` (an address such as ``tcp://10.0.0.5:8786``); else
-    a local cluster of ``n_workers`` processes, closed at the end. One task per market x
+    a local cluster of ``n_workers`` processes, closed at the end — or, with ``addresses`` (local
+    IPs of this host), one worker per address, its connections bound to it: one budget per
+    address, as Upbit counts (``threads_per_worker`` each, default 1). One task per market x
     ``period`` (default: a day of seconds, a month of minutes, a year of days). Tasks already
     done in ``store`` are skipped (0 requests). ``options`` are mdcoord's (``rate_budget``,
     ``max_retries``...), applied on the workers. Raises :class:`IncompleteDataError` after every
@@ -283,8 +288,17 @@ def backfill(
         raise InvalidRequestError(f"store must be a path or an fsspec URL, got {store!r}")
     if "cache" in options or "progress" in options:
         raise InvalidRequestError("backfill writes to store, not to the cache; progress= is its own argument")
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-        raise InvalidRequestError(f"n_workers must be an int >= 1, got {n_workers!r}")
+    for name, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidRequestError(f"{name} must be an int >= 1, got {value!r}")
+    if addresses is not None:
+        if isinstance(addresses, str) or not addresses:
+            raise InvalidRequestError(f"addresses must be a list of local IP addresses, got {addresses!r}")
+        addresses = [_check_local_address(a, "addresses") for a in addresses]
+        if client is not None or scheduler is not None:
+            raise InvalidRequestError("addresses= starts a local cluster: give it without client= or scheduler=")
+        if "local_address" in options:
+            raise InvalidRequestError("give addresses= or local_address=, not both")
     Options(**{k: v for k, v in options.items() if k != "base_url"})  # check every option here, not on a worker
     tf = Timeframe.parse(timeframe)
     store = os.fspath(store)
@@ -306,8 +320,11 @@ def backfill(
         if scheduler is not None:
             client = owned = Client(scheduler)
         else:
-            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+            cluster = (_address_cluster(addresses, threads_per_worker) if addresses is not None else
+                       LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                                    dashboard_address=":0"))
             client = owned = Client(cluster)
+            client.wait_for_workers(len(addresses) if addresses is not None else n_workers)
     try:
         summary.dashboard = getattr(client, "dashboard_link", None)
         _run(client, tasks, tf.value, store, storage_options, base_url, options, summary, progress)
@@ -324,6 +341,18 @@ def backfill(
         err.summary = summary  # type: ignore[attr-defined]
         raise err
     return summary
+
+
+def _address_cluster(addresses: Sequence[str], threads: int) -> Any:
+    """A local cluster of one worker process per address, each bound to it through
+    ``$MDCOORD_LOCAL_ADDRESS`` (so each has its own limiter, machine budget and 418 guard)."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    workers = {f"mdcoord-{i}-{a}": {"cls": Nanny, "options": {"nthreads": threads, "host": "127.0.0.1",
+                                                              "env": {LOCAL_ADDRESS_ENV: a}}}
+               for i, a in enumerate(addresses)}
+    return SpecCluster(workers=workers, silence_logs=logging.ERROR,
+                       scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0", "host": "127.0.0.1"}})
 
 
 def _needs_distributed() -> None:

@@ -182,7 +182,10 @@ def run_task(task: BackfillTask, timeframe: str, store: str, storage_options: di
     meta = df.attrs["mdcoord"]
     frame = df.reset_index()
     frame.attrs = {}  # the metadata goes to the record, not into every file's schema
-    _put_atomically(fs, f"{root}/{task.data_path}", lambda f: frame.to_parquet(f, index=False))
+    # Microsecond timestamps: what DuckDB (nanoseconds lose their time zone there), Spark and
+    # Polars all read as UTC instants; candles sit on whole seconds, so nothing is lost.
+    _put_atomically(fs, f"{root}/{task.data_path}",
+                    lambda f: frame.to_parquet(f, index=False, coerce_timestamps="us", allow_truncated_timestamps=False))
     record = {
         "market": task.market, "period": task.period, "timeframe": timeframe,
         "start": task.start.isoformat(), "end": task.end.isoformat(),

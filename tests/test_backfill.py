@@ -43,11 +43,19 @@ def _read(store: Path) -> pd.DataFrame:
     return pd.read_parquet(store)
 
 
+def _market(df: pd.DataFrame, market: str) -> pd.DataFrame:
+    """One market's rows of a dataset read back, indexed by time (nanoseconds, as the frames
+    mdcoord returns: the files hold microseconds, for DuckDB's and Spark's sake)."""
+    got = df[df["market"].astype(str) == market].sort_values("time").set_index("time")
+    got.index = got.index.as_unit("ns")
+    return got
+
+
 def _assert_dataset_is_the_exchanges(ex: Exchange, store: Path, markets: list[str], start: str, end: str) -> None:
     df = _read(store)
     assert sorted(df["market"].astype(str).unique()) == sorted(markets)
     for m in markets:
-        got = df[df["market"].astype(str) == m].sort_values("time").set_index("time")
+        got = _market(df, m)
         assert not got.index.duplicated().any()
         assert_same_candles(got, truth(ex, m, "1h", start, end))
 
@@ -88,7 +96,7 @@ def test_a_backfill_writes_the_exchanges_candles_once_and_a_rerun_sends_nothing(
     assert fresh.count(status=429) == 0 and fresh.max_in_window("candles", 1.0) <= 10
     _assert_dataset_is_the_exchanges(fresh, store, MARKETS, START, END)
     df = _read(store)
-    assert summary.rows == len(df) and str(df["time"].dtype) == "datetime64[ns, UTC]"
+    assert summary.rows == len(df) and str(df["time"].dtype) == "datetime64[us, UTC]"
     assert summary.missing_candles > 0  # the thin market's hours without a trade: gaps, reported
     # every task's record, and what the dataset is
     records = [json.loads(p.read_text()) for p in sorted((store / "_mdcoord" / "tasks").rglob("*.json"))]
@@ -191,7 +199,7 @@ def test_one_worker_per_address_each_within_its_own_limit(fresh: Exchange, tmp_p
     assert sorted(summary.hosts) == sorted(f"{h}@{a}" for h in {r.split("@")[0] for r in summary.hosts} for a in addresses)
     df = _read(store)
     for m in markets:
-        got = df[df["market"].astype(str) == m].sort_values("time").set_index("time")
+        got = _market(df, m)
         assert_same_candles(got, truth(fresh, m, "1m", "2026-11-01", "2026-11-05"))
 
 
@@ -264,6 +272,43 @@ def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(tmp_path:
     assert not [p for p in store.rglob(".*")], "a temporary file was left behind"
     df = _read(store)
     for m in markets:
-        got = df[df["market"].astype(str) == m].sort_values("time").set_index("time")
+        got = _market(df, m)
         assert not got.index.duplicated().any()
         assert_same_candles(got, truth(ex, m, "1m", "2026-11-01", "2026-11-07"))
+
+
+def test_the_dataset_reads_the_same_in_pandas_dask_duckdb_and_polars(fresh: Exchange, dask_client,  # type: ignore[no-untyped-def]
+                                                                     tmp_path: Path) -> None:
+    """Item 5: the tools people use read the dataset without mdcoord — the same rows, the same
+    values, and the same types: time and last_trade_at as UTC instants (microseconds: DuckDB
+    drops the time zone of nanosecond timestamps), prices float64, market and period as text."""
+    import dask.dataframe as dd
+    import duckdb
+    import polars as pl
+
+    store = tmp_path / "read"
+    mdcoord.backfill(["KRW-BTC", "KRW-ONB"], "1h", "2026-10-15", "2026-11-10", store=str(store), client=dask_client,
+                     base_url=fresh.base_url, progress=False)
+    glob = f"{store}/**/*.parquet"
+    frames = {
+        "pandas": pd.read_parquet(store),
+        "dask": dd.read_parquet(str(store)).compute(),
+        "duckdb": duckdb.sql(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true)").df(),
+        "polars": pl.scan_parquet(glob, hive_partitioning=True).collect().to_pandas(),
+    }
+    cols = ["market", "period", "time", "open", "high", "low", "close", "volume", "value", "last_trade_at"]
+    norm = {}
+    for name, df in frames.items():
+        assert sorted(df.columns) == sorted(cols), name
+        for c in ("time", "last_trade_at"):
+            assert isinstance(df[c].dtype, pd.DatetimeTZDtype) and str(df[c].dt.tz) in ("UTC", "Etc/UTC"), (name, c, df[c].dtype)
+            assert df[c].dtype.unit == "us", (name, c)
+        for c in ("open", "high", "low", "close", "volume", "value"):
+            assert str(df[c].dtype) == "float64", (name, c)
+        out = df[cols].astype({"market": str, "period": str})
+        out["time"] = out["time"].dt.tz_convert("UTC")
+        out["last_trade_at"] = out["last_trade_at"].dt.tz_convert("UTC")
+        norm[name] = out.sort_values(["market", "time"]).reset_index(drop=True)
+    for name in ("dask", "duckdb", "polars"):
+        pd.testing.assert_frame_equal(norm[name], norm["pandas"], check_dtype=True, obj=name)
+    assert len(norm["pandas"]) == sum(len(truth(fresh, m, "1h", "2026-10-15", "2026-11-10")) for m in ("KRW-BTC", "KRW-ONB"))

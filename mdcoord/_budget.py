@@ -55,6 +55,7 @@ import struct
 import tempfile
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,7 +468,7 @@ class Budget(Protocol):
     async def aclose(self) -> None: ...
 
 
-class TurnBudget:
+class TurnBudget(ABC):
     """The client's side of a shared budget, whatever holds it: one request of this process
     queued at a time (an ``asyncio.Lock``: processes take turns, not coroutines), asking again
     after each wait it is told, and leaving the queue when the wait is cancelled. Subclasses say
@@ -502,11 +503,14 @@ class TurnBudget:
                 if ticket.index >= 0:  # cancelled (or failed) while queued: give the place up
                     self._leave(ticket)
 
+    @abstractmethod
     async def _try(self, allowed: int, span: float, ticket: Ticket, waited: float) -> tuple[float, Reservation | None]:
-        raise NotImplementedError
+        """One attempt: ``(seconds to wait, None)`` while others hold the slots, else
+        ``(0, reservation)``; the store (a file ring, Redis) says how."""
 
+    @abstractmethod
     def _leave(self, ticket: Ticket) -> None:
-        raise NotImplementedError
+        """Give up ``ticket``'s place in the queue (cancelled or failed while queued)."""
 
 
 class MachineBudget(TurnBudget):

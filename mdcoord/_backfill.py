@@ -24,7 +24,6 @@ addresses add up (and so do workers bound to other local addresses, ``local_addr
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
@@ -38,7 +37,8 @@ from typing import Any
 import pandas as pd
 
 from ._config import LOCAL_ADDRESS_ENV, Options, _check_local_address, resolve_base_url
-from ._exceptions import IncompleteDataError, InvalidRequestError, MarketNotFoundError
+from ._exceptions import IncompleteDataError, InvalidRequestError
+from ._markets import market_not_found
 from ._timeframe import Timeframe, to_utc
 
 __all__ = ["BackfillSummary", "BackfillTask", "backfill", "plan_backfill"]
@@ -215,22 +215,20 @@ def _resolve_markets(markets: str | Iterable[str], base_url: str | None, options
     known = sorted(listing.index)
     quotes = sorted(set(listing["quote"]))
     out: list[str] = []
-    unknown: dict[str, list[str]] = {}
+    unknown: dict[str, list[str]] = {}  # code -> where to look for close matches
     for m in given:
         code = m.upper()
         if "-" not in code:
             found = sorted(listing.index[listing["quote"] == code])
             if not found:
-                unknown[code] = difflib.get_close_matches(code, quotes, n=3)
+                unknown[code] = quotes
             out.extend(found)
         elif code not in known:
-            unknown[code] = difflib.get_close_matches(code, known, n=3)
+            unknown[code] = known
         else:
             out.append(code)
     if unknown:
-        shown = "; ".join(f"{c} (did you mean {', '.join(h)}?)" if h else c for c, h in unknown.items())
-        raise MarketNotFoundError(404, f"not in the exchange's market list (/market/all): {shown}",
-                                  markets=list(unknown), url=f"{base_url}/market/all", group="market")
+        raise market_not_found(unknown, base_url)
     return list(dict.fromkeys(out))
 
 

@@ -10,6 +10,7 @@ Precedence for every setting: the function argument, then ``set_options``, then 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, fields, replace
@@ -228,8 +229,6 @@ def resolve_rate_budget(options: Options | None = None) -> str:
 
 def _check_local_address(value: object, where: str = "local_address") -> str:
     """An IP address to bind outgoing connections to (IPv4 or IPv6, no port, no host name)."""
-    import ipaddress
-
     if not isinstance(value, str):
         raise InvalidRequestError(f"{where} must be an IP address such as '127.0.0.2', got {value!r}")
     try:

@@ -25,6 +25,15 @@ __all__ = ["MarketCatalog", "MarketsJob", "catalog_of"]
 CATALOG_TTL_S = 600.0
 
 
+def market_not_found(candidates: dict[str, list[str]], base_url: str) -> MarketNotFoundError:
+    """The error for codes the exchange's list lacks: each with up to three close matches among
+    its ``candidates`` (codes, or quote currencies for a quote)."""
+    hints = {c: difflib.get_close_matches(c, known, n=3) for c, known in candidates.items()}
+    shown = "; ".join(f"{c} (did you mean {', '.join(h)}?)" if h else c for c, h in hints.items())
+    return MarketNotFoundError(404, f"not in the exchange's market list (/market/all): {shown}",
+                               markets=list(candidates), url=base_url + "/market/all", group=Group.MARKET.value)
+
+
 class MarketCatalog:
     """The market list of one exchange, cached."""
 
@@ -62,15 +71,7 @@ class MarketCatalog:
             out = self._expand(symbols, codes, quotes_allowed)
             unknown = [c for c in out if c not in set(codes)]
         if unknown:
-            hints = {c: difflib.get_close_matches(c, codes, n=3) for c in unknown}
-            shown = "; ".join(f"{c} (did you mean {', '.join(h)}?)" if h else c for c, h in hints.items())
-            raise MarketNotFoundError(
-                404,
-                f"not in the exchange's market list (/market/all): {shown}",
-                markets=unknown,
-                url=self._client.base_url + "/market/all",
-                group=Group.MARKET.value,
-            )
+            raise market_not_found({c: codes for c in unknown}, self._client.base_url)
         return out
 
     @staticmethod

@@ -61,20 +61,15 @@ class Progress:
             self._bar.refresh()
 
     def advance(self, rows: int, stats: Any) -> None:
-        self.rows += rows
-        if self._bar is not None:
-            self._bar.set_postfix(
-                rows=self.rows, retries=stats.retries, **{"429s": stats.rate_limited},
-                waited=f"{stats.limiter_wait_s:.1f}s", refresh=False,
-                **({"others": f"{stats.budget_wait_s:.1f}s"} if stats.budget_wait_s else {}),
-            )
-            self._bar.update(1)
+        """One request answered, with ``rows`` more: the call's figures in the postfix."""
+        self.tick(rows, retries=stats.retries, **{"429s": stats.rate_limited}, waited=f"{stats.limiter_wait_s:.1f}s",
+                  **({"others": f"{stats.budget_wait_s:.1f}s"} if stats.budget_wait_s else {}))
 
     def tick(self, rows: int, **postfix: Any) -> None:
-        """One unit done (a backfill's task), with ``rows`` more and the figures to show."""
+        """One unit done (a request, a backfill's task), with ``rows`` more and ``postfix``."""
         self.rows += rows
         if self._bar is not None:
-            self._bar.set_postfix(rows=f"{self.rows:,}", **postfix, refresh=False)
+            self._bar.set_postfix(rows=self.rows, **postfix, refresh=False)
             self._bar.update(1)
 
     def close(self) -> None:

@@ -48,7 +48,7 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._selector: selectors.BaseSelector | None = None
         self._thread: threading.Thread | None = None
-        self._clients: dict[str, Client] = {}
+        self._clients: dict[tuple[str, str | None], Client] = {}  # (base URL, local address)
 
     # -- the loop ---------------------------------------------------------------------------------
     @property
@@ -77,10 +77,9 @@ class Runtime:
     def client(self, base_url: str, local_address: str | None = None) -> Client:
         """The shared client for ``base_url`` whose connections leave from ``local_address``
         (each address has its own budget). Call only from the runtime loop."""
-        key = base_url if local_address is None else f"{base_url} from {local_address}"
-        client = self._clients.get(key)
+        client = self._clients.get((base_url, local_address))
         if client is None:
-            client = self._clients[key] = Client(base_url, local_address=local_address)
+            client = self._clients[(base_url, local_address)] = Client(base_url, local_address=local_address)
         return client
 
     # -- running coroutines -----------------------------------------------------------------------

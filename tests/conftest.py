@@ -15,7 +15,7 @@ import pytest
 import mdcoord
 from mdcoord._frames import candle_rows_to_frame, clean_candles
 from mdcoord._timeframe import Timeframe, to_utc
-from mdcoord.sim import Exchange, SimConfig
+from mdcoord.sim import Exchange, ExchangeProcess, SimConfig
 
 # A fixed "now" a few seconds into a minute: the minute's candle is still forming.
 NOW = "2026-11-20T12:34:56Z"
@@ -61,7 +61,7 @@ def fresh() -> Iterator[Exchange]:
         yield ex
 
 
-def truth(ex: Exchange, market: str, timeframe: str, start: str | datetime, end: str | datetime) -> pd.DataFrame:
+def truth(ex: Exchange | ExchangeProcess, market: str, timeframe: str, start: str | datetime, end: str | datetime) -> pd.DataFrame:
     """What a perfect client returns for ``[start, end)``: straight from the exchange's model."""
     tf = Timeframe.parse(timeframe)
     a, b = to_utc(start, "start").to_pydatetime(), to_utc(end, "end").to_pydatetime()

@@ -20,9 +20,9 @@ import pytest
 import mdcoord
 from mdcoord import IncompleteDataError, InvalidRequestError, MarketNotFoundError
 from mdcoord._backfill import BackfillTask, plan_backfill
-from mdcoord.sim import Exchange
+from mdcoord.sim import Exchange, ExchangeProcess, SimConfig
 
-from .conftest import assert_same_candles, truth
+from .conftest import NOW, assert_same_candles, truth
 
 MARKETS = ["KRW-BTC", "KRW-ETH", "KRW-ONB"]  # two liquid, one thin (hours without a trade)
 START, END = "2026-09-15", "2026-11-10"  # three months touched: 9 tasks of 1h candles
@@ -178,31 +178,36 @@ def test_the_command_line_runs_a_local_cluster_and_prints_the_summary(fresh: Exc
     _assert_dataset_is_the_exchanges(fresh, store, ["KRW-BTC", "KRW-ETH"], "2026-10-20", "2026-11-05")
 
 
-def test_one_worker_per_address_each_within_its_own_limit(fresh: Exchange, tmp_path: Path) -> None:
+def test_one_worker_per_address_each_within_its_own_limit(tmp_path: Path) -> None:
     """Item 3 on one machine: workers bound to 127.0.0.2 and 127.0.0.3 (the exchange counts per
     client address, as Upbit counts per IP). By the exchange's log: every address sent requests,
     none over 10 in any second and no 429, while together they went past one address's 10 — two
     budgets spent at once; the dataset is the exchange's candles. (The throughput ratio over 1,
-    2, 4 and 8 addresses is a timing: benchmarks/bench_backfill.py.) Two addresses, not four:
-    with four worker processes beside the suite's other worker on 2 cores, one clean-clone run
-    drew 2 x 429 — open in issue 14 (cause not established), not hidden by this test."""
+    2, 4 and 8 addresses is a timing: benchmarks/bench_backfill.py.)
+
+    The exchange runs in a process of its own, as Upbit runs outside yours. Two addresses, not
+    four: with four or more worker processes on two cores the exchange's own process stamps some
+    requests up to ~40 ms later than the modeled network delay after the client wrote them (the
+    clients' writes were measured 1 s + margin apart when it answered 429) — an instrument error,
+    measured and open in issue 14, that this test must not turn into a flake."""
     addresses = ["127.0.0.2", "127.0.0.3"]
     markets = ["KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL"]
     store = tmp_path / "four"
-    summary = mdcoord.backfill(markets, "1m", "2026-11-01", "2026-11-05", period="day", store=str(store),
-                               addresses=addresses, base_url=fresh.base_url, progress=False)
-    assert summary.tasks_done == 16 and fresh.count(status=429) == 0 and fresh.count(status=418) == 0
-    assert fresh.addresses() == {*addresses, "127.0.0.1"}  # the driver asked for the market list
-    assert fresh.count(group="candles", address="127.0.0.1") == 0  # every candle from a bound worker
-    for a in addresses:
-        assert fresh.count(group="candles", address=a) > 0
-        assert fresh.max_in_window("candles", 1.0, address=a) <= 10
-    assert fresh.max_in_window("candles", 1.0) > 10
+    with ExchangeProcess(SimConfig(seed=7, now=NOW, frozen=True)) as ex:
+        summary = mdcoord.backfill(markets, "1m", "2026-11-01", "2026-11-05", period="day", store=str(store),
+                                   addresses=addresses, base_url=ex.base_url, progress=False)
+        assert summary.tasks_done == 16 and ex.count(status=429) == 0 and ex.count(status=418) == 0
+        assert ex.addresses() == {*addresses, "127.0.0.1"}  # the driver asked for the market list
+        assert ex.count(group="candles", address="127.0.0.1") == 0  # every candle from a bound worker
+        for a in addresses:
+            assert ex.count(group="candles", address=a) > 0
+            assert ex.max_in_window("candles", 1.0, address=a) <= 10
+        assert ex.max_in_window("candles", 1.0) > 10
     assert sorted(summary.hosts) == sorted(f"{h}@{a}" for h in {r.split("@")[0] for r in summary.hosts} for a in addresses)
     df = _read(store)
     for m in markets:
         got = _market(df, m)
-        assert_same_candles(got, truth(fresh, m, "1m", "2026-11-01", "2026-11-05"))
+        assert_same_candles(got, truth(ex, m, "1m", "2026-11-01", "2026-11-05"))
 
 
 def test_addresses_are_checked(tmp_path: Path) -> None:

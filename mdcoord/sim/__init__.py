@@ -27,6 +27,12 @@ The model alone (no server)::
     m.latest_candles("KRW-BTC", "days", count=200)
     m.ticker("KRW-BTC"), m.orderbook("KRW-BTC", count=15), m.ticks("KRW-BTC", count=500, days_ago=1)
 
+The same exchange in a process of its own (its clock then never waits for the caller's
+interpreter lock: for tests and benchmarks whose own process is busy, e.g. a Dask scheduler)::
+
+    with ExchangeProcess(SimConfig(seed=7, now="2026-11-24T12:00:00Z", frozen=True)) as ex:
+        ...                              # the same questions: ex.base_url, ex.count(), ex.log, ...
+
 From a shell: ``python -m mdcoord.sim --port 8080 --seed 7 --now 2026-11-24T12:00:00Z``.
 """
 
@@ -34,5 +40,6 @@ from ._config import SimConfig
 from ._exchange import Exchange
 from ._log import RequestRecord
 from ._market import SyntheticMarket
+from ._process import ExchangeProcess
 
-__all__ = ["Exchange", "RequestRecord", "SimConfig", "SyntheticMarket"]
+__all__ = ["Exchange", "ExchangeProcess", "RequestRecord", "SimConfig", "SyntheticMarket"]

@@ -8,15 +8,16 @@ import sys
 import threading
 
 import aiohttp
+import pytest
 
-from mdcoord.sim import Exchange, RequestRecord, SimConfig
+from mdcoord.sim import Exchange, ExchangeProcess, RequestRecord, SimConfig
 
 from .conftest import config, get
 
 
 def test_public_names() -> None:
     import mdcoord.sim as sim
-    assert sorted(sim.__all__) == ["Exchange", "RequestRecord", "SimConfig", "SyntheticMarket"]
+    assert sorted(sim.__all__) == ["Exchange", "ExchangeProcess", "RequestRecord", "SimConfig", "SyntheticMarket"]
 
 
 def test_start_stop_leaves_no_thread() -> None:
@@ -27,6 +28,37 @@ def test_start_stop_leaves_no_thread() -> None:
     ex.stop()
     ex.stop()  # idempotent
     assert threading.active_count() == before
+
+
+def test_the_exchange_in_its_own_process_answers_and_is_asked_the_same() -> None:
+    """ExchangeProcess: the same answers as an Exchange of the same config, the same questions
+    (log, counts, windows, addresses, faults) over its pipe, and a stop that ends the process."""
+    paths = ["/candles/minutes/1?market=KRW-BTC&count=30", "/trades/ticks?market=KRW-ETH&count=5"]
+    with Exchange(config()) as here, ExchangeProcess(config()) as there:
+        assert there.base_url != here.base_url
+        for p in paths:
+            assert get(there.base_url, p).body == get(here.base_url, p).body
+        assert there.count() == 2 and there.count(group="candles") == 1 and there.addresses() == {"127.0.0.1"}
+        assert [r.path for r in there.log] == ["/v1/candles/minutes/1", "/v1/trades/ticks"]
+        assert there.max_in_window("candles") == 1
+        there.inject("server_error", group="candles", status=503)
+        assert get(there.base_url, paths[0]).status == 503 and get(there.base_url, paths[0]).status == 200
+        assert there.log[-2].fault == "server_error"
+        there.clear_log()
+        assert there.count() == 0 and there.in_progress == 0
+        # its model reads the truth here, without a round trip
+        assert there.market.latest_candles("KRW-BTC", "minutes", 1, count=3) == here.market.latest_candles(
+            "KRW-BTC", "minutes", 1, count=3)
+        proc = there._proc
+    assert not proc.is_alive() and there.port is None
+    with pytest.raises(RuntimeError, match="not running"):
+        there.count()
+
+
+def test_the_exchange_process_reports_a_port_it_cannot_bind() -> None:
+    with Exchange(config()) as here:
+        with pytest.raises(OSError, match="could not start"):
+            ExchangeProcess(config(port=here.port)).start()
 
 
 def test_two_servers_same_seed_answer_identically() -> None:

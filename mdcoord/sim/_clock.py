@@ -86,7 +86,8 @@ class Clock:
 
     ``frozen=True`` keeps now at ``start`` forever (deterministic tests). Otherwise now advances
     with ``monotonic`` from ``start`` (default start: the real current time), so a long-running
-    server behaves like a live exchange. ``monotonic`` is injectable for tests of the clock.
+    server behaves like a live exchange; ``speed`` times as fast (60: an hour of trading in a
+    minute, for replaying live streams in tests). ``monotonic`` is injectable for tests of the clock.
     """
 
     def __init__(
@@ -95,9 +96,13 @@ class Clock:
         *,
         frozen: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
+        speed: float = 1.0,
     ) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed!r}")
         self.start_ms: int = dt_to_ms(start) if start is not None else int(time.time() * 1000)
         self.frozen = frozen
+        self.speed = float(speed)
         self._monotonic = monotonic
         self._t0 = monotonic()
 
@@ -105,7 +110,7 @@ class Clock:
         """Current sim time in epoch ms; trades exist only strictly before it."""
         if self.frozen:
             return self.start_ms
-        return self.start_ms + int((self._monotonic() - self._t0) * 1000)
+        return self.start_ms + int((self._monotonic() - self._t0) * 1000 * self.speed)
 
     def now(self) -> datetime:
         return ms_to_dt(self.now_ms())

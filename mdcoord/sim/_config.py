@@ -29,6 +29,16 @@ class SimConfig:
 
     Faults: ``slow_delay`` is the default delay of a ``slow`` fault (long enough to trip a
     client's timeout).
+
+    Clock: ``speed`` makes a running clock (``frozen=False``) advance that many times faster than
+    the wall clock (60: an hour of trades in a minute), for REST and WebSocket alike.
+
+    WebSocket (``/websocket/v1``): ``ws_connect_limit`` new connections per client address in any
+    ``ws_connect_window`` seconds (more: HTTP 429 at the handshake); ``ws_subscribe_limit``
+    subscription requests per connection per second and ``ws_subscribe_limit_minute`` per minute
+    (more: the connection is closed, code 1008); ``ws_idle_timeout`` seconds without a frame from
+    the client close the connection; ``ws_interval`` seconds (wall clock) between two pushes of a
+    connection; ``ws_binary`` sends data as binary frames (as Upbit is reported to), else text.
     """
 
     seed: int = 7
@@ -52,6 +62,14 @@ class SimConfig:
     host: str = "127.0.0.1"
     port: int = 0
     cache_mb: int = 256
+    speed: float = 1.0
+    ws_connect_limit: int = 5
+    ws_connect_window: float = 1.0
+    ws_subscribe_limit: int = 5
+    ws_subscribe_limit_minute: int = 100
+    ws_idle_timeout: float = 120.0
+    ws_interval: float = 0.1
+    ws_binary: bool = True
 
     def __post_init__(self) -> None:
         if self.latency < 0 or self.jitter < 0:
@@ -60,3 +78,7 @@ class SimConfig:
             raise ValueError("rate_limit must be >= 1 or None")
         if self.seconds_horizon_days < 1:
             raise ValueError("seconds_horizon_days must be >= 1")
+        if not self.speed > 0:
+            raise ValueError("speed must be > 0")
+        if self.ws_interval <= 0 or self.ws_idle_timeout <= 0 or self.ws_connect_limit < 1:
+            raise ValueError("ws_interval and ws_idle_timeout must be > 0, ws_connect_limit >= 1")

@@ -24,6 +24,7 @@ from ._limits import RateLimiter
 from ._log import RequestLog, RequestRecord
 from ._market import SyntheticMarket
 from ._server import Server
+from ._websocket import WsFaults
 
 
 class Exchange:
@@ -43,7 +44,7 @@ class Exchange:
     def __init__(self, config: SimConfig | None = None, **overrides: Any) -> None:
         self.config = replace(config or SimConfig(), **overrides)
         c = self.config
-        self.clock = Clock(c.now, frozen=c.frozen)
+        self.clock = Clock(c.now, frozen=c.frozen, speed=c.speed)
         self.market = SyntheticMarket(c.seed, clock=self.clock, seconds_horizon_days=c.seconds_horizon_days,
                                       cache_bytes=c.cache_mb * 2**20)
         self.faults = FaultInjector(seed=c.seed)
@@ -187,6 +188,27 @@ class Exchange:
 
     def clear_log(self) -> None:
         self._log.clear()
+
+    # ---------------------------------------------------------- the WebSocket
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:PORT/websocket/v1`` (only while running)."""
+        if self.port is None:
+            raise RuntimeError("the exchange is not running; call start() or use `with`")
+        return f"ws://{self.config.host}:{self.port}/websocket/v1"
+
+    @property
+    def ws_faults(self) -> WsFaults:
+        """WebSocket faults: ``ex.ws_faults.inject("drop" | "stall" | "malformed", after=frames)``."""
+        return self._server.ws.faults
+
+    def ws_open(self) -> int:
+        """WebSocket connections open now (a client that stopped has none left)."""
+        return len(self._server.ws.open)
+
+    def ws_frames_sent(self) -> int:
+        """Data frames sent over every WebSocket connection so far."""
+        return self._server.ws.frames_sent
 
     # ------------------------------------------------------ events, for tests
     def open_peers(self) -> set[tuple[str, int]]:

@@ -61,6 +61,8 @@ def _serve(conn: Any, config: SimConfig) -> None:
             try:
                 if name == "inject":
                     value: Any = ex.faults.inject(*args, **kwargs)
+                elif name == "inject_ws":
+                    value = ex.ws_faults.inject(*args, **kwargs)
                 else:
                     attr = getattr(ex, name)
                     value = attr(*args, **kwargs) if callable(attr) else attr
@@ -172,6 +174,17 @@ class ExchangeProcess:
     def inject(self, kind: str, *args: Any, **kwargs: Any) -> None:
         """``ex.faults.inject(kind, ...)``, in the child."""
         self._ask("inject", kind, *args, **kwargs)
+
+    def inject_ws(self, kind: str, *args: Any, **kwargs: Any) -> None:
+        """``ex.ws_faults.inject(kind, ...)``, in the child."""
+        self._ask("inject_ws", kind, *args, **kwargs)
+
+    def ws_open(self) -> int:
+        return int(self._ask("ws_open"))
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.removesuffix("/v1").replace("http://", "ws://", 1) + "/websocket/v1"
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "the condition") -> None:
         """As :meth:`Exchange.wait_for` (the predicate runs here; it may ask the child)."""

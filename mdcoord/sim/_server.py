@@ -36,6 +36,8 @@ from ._limits import RateLimiter
 from ._log import RequestLog, RequestRecord
 from ._market import SyntheticMarket
 from ._ticks import RETENTION_DAYS, parse_time_of_day
+from ._websocket import PATH as WS_PATH
+from ._websocket import WebSocketHub
 
 JSON_TYPE = "application/json;charset=UTF-8"
 MISSING = "Missing request parameter error. Check the required parameters!"
@@ -93,6 +95,10 @@ class Server:
         #: Requests being handled now: received, not yet answered, dropped or abandoned by the
         #: client (a held ``slow`` answer counts until it is sent or its connection closes).
         self.in_progress = 0
+        self.ws = WebSocketHub(config, market, log, self._run_model)
+
+    async def _run_model(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -104,6 +110,7 @@ class Server:
         # delay the arrival timestamps of other requests, or the limiter would see false bursts.
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mdcoord-sim-model")
         app = web.Application()
+        app.router.add_get(WS_PATH, self.ws.handle)  # the WebSocket, before the catch-all REST router
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 

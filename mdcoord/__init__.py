@@ -26,6 +26,7 @@ from ._api import (
 from ._config import Options, get_options, set_options
 from ._coordinator import Coordinator
 from ._stream import aiter_candles, download, iter_candles
+from ._live import astream, stream
 from ._exceptions import (
     APIError,
     BadRequestError,
@@ -43,6 +44,7 @@ from ._exceptions import (
     RequestTimeoutError,
     ResponseFormatError,
     ServerError,
+    StreamError,
     TransportError,
 )
 from ._metrics import metrics, reset_metrics
@@ -76,6 +78,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "SplitStrategy",
+    "StreamError",
     "Timeframe",
     "TransportError",
     "__version__",
@@ -97,6 +100,8 @@ __all__ = [
     "orderbooks",
     "tickers",
     "trades",
+    "stream",
+    "astream",
     "get_options",
     "set_options",
     "reset_metrics",

@@ -38,7 +38,7 @@ import pandas as pd
 
 from ._config import LOCAL_ADDRESS_ENV, Options, _check_local_address, resolve_base_url
 from ._exceptions import IncompleteDataError, InvalidRequestError
-from ._markets import market_not_found
+from ._markets import expand_codes
 from ._timeframe import Timeframe, to_utc
 
 __all__ = ["BackfillSummary", "BackfillTask", "backfill", "plan_backfill"]
@@ -212,24 +212,7 @@ def _resolve_markets(markets: str | Iterable[str], base_url: str | None, options
     # One request for the list: quote currencies expand, and an unknown code fails here, with
     # suggestions, before any worker starts — not as a failed task an hour into the job.
     listing = mdcoord.markets(base_url=base_url, progress=False, **options)
-    known = sorted(listing.index)
-    quotes = sorted(set(listing["quote"]))
-    out: list[str] = []
-    unknown: dict[str, list[str]] = {}  # code -> where to look for close matches
-    for m in given:
-        code = m.upper()
-        if "-" not in code:
-            found = sorted(listing.index[listing["quote"] == code])
-            if not found:
-                unknown[code] = quotes
-            out.extend(found)
-        elif code not in known:
-            unknown[code] = known
-        else:
-            out.append(code)
-    if unknown:
-        raise market_not_found(unknown, base_url)
-    return list(dict.fromkeys(out))
+    return expand_codes(given, listing, base_url)
 
 
 def _write_job(fs: Any, root: str, job: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ JSON parser are translated at one boundary (``_client.py``) and never escape raw
     ├── IncompleteDataError            some pieces still failed after their retries; lists them and
     │                                  carries the partial result (nothing that arrived is lost)
     ├── BudgetUnavailableError         the shared rate budget (Redis) cannot be reached: nothing is sent
+    ├── StreamError                    the WebSocket refused a subscription or cannot be reached at all
     └── ClosedError                    the runtime or client was closed
 
 (R) = retryable: ``err.retryable`` is True. Retryability belongs to the class, so the retry
@@ -52,6 +53,7 @@ __all__ = [
     "RequestTimeoutError",
     "ResponseFormatError",
     "ServerError",
+    "StreamError",
     "TransportError",
 ]
 
@@ -64,6 +66,12 @@ class MdcoordError(Exception):
 
 class InvalidRequestError(MdcoordError, ValueError):
     """The request is malformed; raised before anything is sent."""
+
+
+class StreamError(MdcoordError):
+    """A live stream cannot go on: the exchange refused the subscription (its error names why), or
+    its WebSocket cannot be reached (no WebSocket at that URL). Dropped connections are not errors:
+    a stream reconnects and fills the hole from REST."""
 
 
 class ClosedError(MdcoordError):

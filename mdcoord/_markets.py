@@ -13,6 +13,8 @@ import difflib
 import weakref
 from typing import Any
 
+import pandas as pd
+
 from ._client import CallStats, Client
 from ._config import Options
 from ._exceptions import InvalidRequestError, MarketNotFoundError, ResponseFormatError
@@ -87,6 +89,29 @@ class MarketCatalog:
                 raise InvalidRequestError(f"unknown quote currency {s!r}; the exchange quotes in {quotes}")
             out.extend(m for m in members if m not in out)
         return tuple(out)
+
+
+def expand_codes(given: list[str], listing: pd.DataFrame, base_url: str | None) -> list[str]:
+    """``given`` codes and quote currencies (``"KRW"``: its markets) checked against a
+    :func:`mdcoord.markets` frame; unknown ones raise :class:`MarketNotFoundError` with suggestions."""
+    known = set(listing.index)
+    quotes = sorted(set(listing["quote"]))
+    out: list[str] = []
+    unknown: dict[str, list[str]] = {}  # code -> where to look for close matches
+    for m in given:
+        code = m.upper()
+        if "-" not in code:
+            found = sorted(listing.index[listing["quote"] == code])
+            if not found:
+                unknown[code] = quotes
+            out.extend(found)
+        elif code not in known:
+            unknown[code] = sorted(known)
+        else:
+            out.append(code)
+    if unknown:
+        raise market_not_found(unknown, base_url)
+    return list(dict.fromkeys(out))
 
 
 _catalogs: weakref.WeakKeyDictionary[Client, MarketCatalog] = weakref.WeakKeyDictionary()

@@ -14,6 +14,7 @@ PUBLIC = {
     "SplitStrategy", "Timeframe", "TransportError", "__version__", "acandles", "candles", "gaps",
     "get_options", "set_options", "metrics", "reset_metrics", "markets", "amarkets", "tickers", "atickers", "orderbooks", "aorderbooks",
     "trades", "atrades", "cache", "iter_candles", "aiter_candles", "download", "backfill", "BackfillSummary",
+    "stream", "astream", "StreamError",
 }
 
 
@@ -25,7 +26,7 @@ def test_all_is_pinned() -> None:
 
 def test_every_error_is_an_mdcoord_error() -> None:
     errors = [getattr(mdcoord, n) for n in mdcoord.__all__ if n.endswith("Error")]
-    assert len(errors) == 17
+    assert len(errors) == 18
     for cls in errors:
         assert issubclass(cls, mdcoord.MdcoordError), cls
     retryable = {c.__name__ for c in errors if c.retryable}

@@ -13,13 +13,15 @@ Sections (each also runs alone, see its module):
    its time goes, and ``import mdcoord`` (bench_firstcall.py; a fresh process per run, 30 ms);
 7. ``requests``  — requests per row: liquid, thin and very thin markets, a month's range and
    counts, mdcoord now and before the backward cursors, pyupbit, ccxt (bench_requests.py);
-8. ``budget``    — the shared budget's building block: FileRing vs pyrate-limiter vs limits
+8. ``live``      — live trade messages decoded into frames per second on one core (DEFAULT and
+   JSON_LIST), and the exchange's push → yielded frame latency (bench_live.py; ~1 minute);
+9. ``budget``    — the shared budget's building block: FileRing vs pyrate-limiter vs limits
    (bench_budget_stores.py; needs the ``bench`` extra; not in the default run — ``--only budget``);
-9. ``processes`` — many mdcoord processes under the machine budget: (a) 8 x 20,000 candles started
+10. ``processes`` — many mdcoord processes under the machine budget: (a) 8 x 20,000 candles started
    together, (b) 1-16 processes x 3,000 candles, (c) one process, ``rate_budget="process"`` vs
    ``"machine"`` (bench_budget_processes.py; ~17 minutes, so not in the default run —
    ``--only processes``, ``--process-cells a b c`` to pick cells; its cells all get ``--long-runs``);
-10. ``backfill`` — ``mdcoord.backfill`` on a local Dask cluster of one worker per client address
+11. ``backfill`` — ``mdcoord.backfill`` on a local Dask cluster of one worker per client address
    (127.0.0.2, ...): 1, 2, 4, 8 addresses against one address with 8 workers (bench_backfill.py;
    ~3.5 minutes, not in the default run — ``--only backfill``).
 
@@ -47,6 +49,7 @@ from typing import Any
 
 from benchmarks import (
     bench_backfill,
+    bench_live,
     bench_budget_processes,
     bench_budget_stores,
     bench_compare,
@@ -59,7 +62,7 @@ from benchmarks import (
 )
 from benchmarks._common import LATENCIES, machine_info, ms
 
-SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "firstcall", "requests", "budget", "processes",
+SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "firstcall", "requests", "live", "budget", "processes",
             "backfill")
 # budget needs the optional libraries, processes takes ~17 minutes, backfill ~3.5: asked for by name
 DEFAULT_SECTIONS = SECTIONS[:-3]
@@ -104,6 +107,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         elif section == "backfill":
             out = bench_backfill.bench([1, 2] if q else [1, 2, 4, 8], 2 if q else 8, 1 if q else 10, 0.0 if q else 0.03,
                                        log=log)
+        elif section == "live":
+            out = bench_live.bench(20_000 if q else 200_000, 200, runs if q else max(runs, 5), 5 if q else 20,
+                                   2.0 if q else 20.0, log=log)
         elif section == "simcold":
             out = bench_sim_cold.bench(runs, 3, ["market_all", "ticker_1", "trades_500"] if q else None, log=log)
         else:
@@ -169,6 +175,8 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["", "### The embedded exchange, cold", "", bench_sim_cold.table(res["simcold"])]
     if "firstcall" in res:
         out += ["", "### The first call of a process", "", bench_firstcall.table(res["firstcall"])]
+    if "live" in res:
+        out += ["", "### Live: trade messages into frames, and latency", "", bench_live.table(res["live"])]
     if "budget" in res:
         out += ["", "### The shared budget's building block", "", bench_budget_stores.table(res["budget"])]
     if "processes" in res:

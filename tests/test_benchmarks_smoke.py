@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 
 from benchmarks import __main__ as run_all
-from benchmarks import bench_backfill, bench_budget_processes, bench_compare, bench_firstcall, bench_micro, bench_rate
+from benchmarks import bench_backfill, bench_budget_processes, bench_compare, bench_firstcall, bench_live, bench_micro, bench_rate
 from benchmarks import bench_requests, bench_sim_cold, bench_snapshots
 
 
@@ -42,6 +42,8 @@ def test_benchmark_sections_run_and_render() -> None:
             # a day of 1m candles of two markets from one address (2 workers) and from 2: every
             # address within its limit, the dataset exact
             "backfill": bench_backfill.bench([2], 2, 1, 0.0, log=quiet),
+            # 2,000 messages through decode and framing (each becomes one row), a second of live tickers
+            "live": bench_live.bench(2000, 50, 1, 2, 1.0, log=quiet),
         },
     }
     for cell in report["results"]["compare"].values():
@@ -69,14 +71,16 @@ def test_benchmark_sections_run_and_render() -> None:
     for c in report["results"]["backfill"]["cells"]:
         assert c["exact"] and c["429s"] == 0 and c["max_in_1s_per_address"] <= 10 and c["tasks"] == 2, c
     assert [c["addresses"] for c in report["results"]["backfill"]["cells"]] == [1, 2]
+    assert all(v["median_per_s"] > 0 for v in report["results"]["live"]["parse"].values())
+    assert report["results"]["live"]["latency"]["rows"] > 0
     text = run_all.markdown(report)
     for heading in ("mdcoord vs pyupbit vs ccxt", "Rate-limit efficiency", "Tickers, orderbooks", "Micro-benchmarks",
                     "The embedded exchange, cold", "The first call of a process", "Many processes, one machine budget",
-                    "Requests per row", "A backfill over several addresses"):
+                    "Requests per row", "A backfill over several addresses", "Live: trade messages"):
         assert heading in text
 
 
 @pytest.mark.parametrize("module", [bench_compare, bench_rate, bench_snapshots, bench_micro, bench_sim_cold, bench_requests,
-                                    bench_firstcall, bench_budget_processes, bench_backfill, run_all])
+                                    bench_firstcall, bench_budget_processes, bench_backfill, bench_live, run_all])
 def test_scripts_have_a_main(module: object) -> None:
     assert callable(module.main)

@@ -27,6 +27,7 @@ from ._config import Options, get_options, set_options
 from ._coordinator import Coordinator
 from ._stream import aiter_candles, download, iter_candles
 from ._live import astream, stream
+from ._record import RecordSummary, arecord, record
 from ._exceptions import (
     APIError,
     BadRequestError,
@@ -102,6 +103,9 @@ __all__ = [
     "trades",
     "stream",
     "astream",
+    "record",
+    "arecord",
+    "RecordSummary",
     "get_options",
     "set_options",
     "reset_metrics",

@@ -150,6 +150,22 @@ def _backfill_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record_cmd(args: argparse.Namespace) -> int:
+    import mdcoord
+
+    opts: dict[str, object] = {}
+    for name in ("local_address", "cache_dir"):
+        if getattr(args, name) is not None:
+            opts[name] = getattr(args, name)
+    print(f"recording {' '.join(args.types)} of {' '.join(args.markets)} "
+          f"{'for ' + format(args.duration, 'g') + ' s' if args.duration else 'until Ctrl-C'}", file=sys.stderr, flush=True)
+    summary = mdcoord.record(args.markets, args.types, duration=args.duration, flush_interval=args.flush_interval,
+                             book_interval=args.book_interval, base_url=args.base_url, ws_url=args.ws_url,
+                             progress=False, **opts)
+    print(summary)
+    return 0
+
+
 def _cache_cmd(args: argparse.Namespace) -> int:
     import mdcoord
 
@@ -222,6 +238,20 @@ def main(argv: list[str] | None = None) -> int:
     bbar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
     bbar.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
     b.set_defaults(func=_backfill_cmd)
+    r = sub.add_parser("record", help="record live trades and order book snapshots into the cache until Ctrl-C, "
+                                      "e.g. record KRW --duration 3600")
+    r.add_argument("markets", nargs="+", metavar="MARKET_OR_QUOTE")
+    r.add_argument("--types", nargs="+", choices=["trade", "orderbook"], default=["trade", "orderbook"])
+    r.add_argument("--duration", type=at_least(0.001, float), default=None, help="seconds (default: until Ctrl-C)")
+    r.add_argument("--flush-interval", type=at_least(0.001, float), default=5.0,
+                   help="seconds between writes: the most a crash can lose (default 5)")
+    r.add_argument("--book-interval", type=at_least(0.001, float), default=1.0,
+                   help="seconds between order book snapshots (default 1)")
+    r.add_argument("--cache-dir", default=None, help="the cache directory (default $MDCOORD_CACHE_DIR or the user cache)")
+    r.add_argument("--local-address", default=None, help="the local IP address connections leave from")
+    r.add_argument("--base-url", default=None, help="API root (default $MDCOORD_BASE_URL or the real Upbit API)")
+    r.add_argument("--ws-url", default=None, help="the WebSocket (default: beside --base-url)")
+    r.set_defaults(func=_record_cmd)
     k = sub.add_parser("cache", help="the local cache: cache info | cache clear [--market M] [--timeframe TF]")
     k.add_argument("action", choices=["info", "clear"])
     k.add_argument("--market")

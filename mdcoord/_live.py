@@ -216,7 +216,7 @@ class _Stream:
     # -- frames -------------------------------------------------------------------------------------
     def _put(self, kind: str, rows: list[dict[str, Any]], received: int | None) -> None:
         df = frame(kind, rows, received, self.markets)
-        meta = {"type": kind, "source": self.ws_url, "connections": self.connections}
+        meta = {"type": kind, "markets": list(self.markets), "source": self.ws_url, "connections": self.connections}
         if kind == "trade" and self.gaps:
             meta["gaps"] = list(self.gaps)
         df.attrs["mdcoord"] = meta

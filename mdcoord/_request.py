@@ -217,6 +217,8 @@ class CoordinatorMetadata:
       the grid inside the span of each market (see :func:`mdcoord.gaps`), ``not_fetched`` of them
       lie in pieces that failed; ``complete``: every piece was answered.
     - ``cache``: whether the cache was used, its directory and how many rows it supplied.
+    - ``unrecorded`` (trades): stretches older than the exchange's 7 days that the cache (a
+      recording) does not hold, ``{market, start, end}``: no data exists for them anywhere.
     - ``rate_budget``: whose budget the requests spent; ``local_address``: the local IP they left
       from when one was chosen (``Options.local_address``; None: the system's choice).
     """
@@ -246,6 +248,7 @@ class CoordinatorMetadata:
     cache: dict[str, Any] | None = None
     source: str = ""
     fetched_at: str | None = None
+    unrecorded: list[dict[str, Any]] = field(default_factory=list)
     timeframe: str | None = None
     markets: list[str] = field(default_factory=list)
     version: str = ""

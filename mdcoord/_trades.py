@@ -62,6 +62,8 @@ class TradeJob(HistoryJob[TradeWindow, TradePage]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.today: int | None = None  # the exchange's UTC day (ms) that days_ago counts from
+        #: per market, stretches older than the exchange's 7 days that a recording does not hold
+        self.unrecorded: dict[str, list[tuple[int, int]]] = {}
         self.store = (
             TradeStore(resolve_cache_dir(self.options), source_name(self.client.base_url)) if self.options.cache else None
         )
@@ -139,7 +141,17 @@ class TradeJob(HistoryJob[TradeWindow, TradePage]):
         return lo  # the cache may hold trades older than the exchange serves: check_range decides
 
     def check_range(self, st: State, lo: int, hi: int) -> None:
+        """Older than the exchange's 7 days only the cache can answer. Where it holds some of that
+        part (a recording: ``mdcoord.record``), the call is answered and the stretches it does
+        not hold are reported (``unrecorded`` in the metadata), never fetched or hidden; where it
+        holds none of it, the start is an error that names the earliest time available."""
         missing = st.coverage.missing(lo, hi)
+        old = [(a, min(b, st.floor)) for a, b in missing if a < st.floor]
+        if old and st.coverage.missing(lo, st.floor) != [(lo, st.floor)]:
+            for a, b in old:
+                st.given_up.add(a, b)
+            self.unrecorded[st.market] = old
+            return
         if missing and missing[0][0] < st.floor:
             assert self.req.start is not None
             iso = lambda ms: pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()  # noqa: E731
@@ -222,8 +234,14 @@ class TradeJob(HistoryJob[TradeWindow, TradePage]):
             requested_size=size,
             failures=self.failures(states),
             rounds=max((st.rounds for st in states), default=0),
-            meta={"markets": [st.market for st in states], "cache": self.cache_meta(states)},
+            meta={"markets": [st.market for st in states], "cache": self.cache_meta(states),
+                  "unrecorded": [{"market": m, "start": _iso(a), "end": _iso(b)}
+                                 for m, spans in self.unrecorded.items() for a, b in spans]},
         )
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
 
 
 def _parse(data: Any) -> TradePage:

@@ -14,7 +14,7 @@ PUBLIC = {
     "SplitStrategy", "Timeframe", "TransportError", "__version__", "acandles", "candles", "gaps",
     "get_options", "set_options", "metrics", "reset_metrics", "markets", "amarkets", "tickers", "atickers", "orderbooks", "aorderbooks",
     "trades", "atrades", "cache", "iter_candles", "aiter_candles", "download", "backfill", "BackfillSummary",
-    "stream", "astream", "StreamError",
+    "stream", "astream", "StreamError", "record", "arecord", "RecordSummary",
 }
 
 

@@ -1,0 +1,275 @@
+"""The recorder: keeps what REST forgets (trades after 7 days) by writing the live stream into the
+Parquet cache as it happens.
+
+``record(markets, types=("trade", "orderbook"))`` runs a :func:`~mdcoord.astream` until stopped
+(Ctrl-C, ``duration``, or cancelling ``arecord``) and every ``flush_interval`` seconds writes:
+
+- **trades** into the trade cache (``<cache>/<source>/trades/market=M/date=D/part.parquet``, the
+  files ``trades()`` reads), merged by ``sequential_id`` with whatever REST put there, with the
+  **coverage** the recording proves: for each market, from its first streamed trade to its
+  newest one, split wherever the stream reported a hole REST could not fill. ``trades(start=...)``
+  older than the exchange's 7 days is then answered from the recording, and the stretches it does
+  not hold come back as ``unrecorded`` in the metadata.
+- **order book snapshots**, the newest book of each market every ``book_interval`` seconds, as
+  append-only parts (``<cache>/<source>/orderbooks/market=M/date=D/part-<first>-<id>.parquet``,
+  the columns of ``orderbooks()`` plus ``snapshot_at``).
+
+Crash safety: every file is written to a hidden temporary name and renamed into place (trades
+under the partition's lock, merged with what is there), so a SIGKILL loses at most what arrived
+since the last flush and never leaves a half-written file where a reader looks. Memory is what
+arrives in one flush interval, whatever the duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._codes import normalize_market
+from ._coverage import Coverage
+from ._config import get_options, resolve_base_url, resolve_cache_dir, source_name, with_overrides
+from ._exceptions import InvalidRequestError
+from ._live import astream
+from ._runtime import get_runtime
+from ._store import TradeStore
+
+__all__ = ["RecordSummary", "arecord", "record"]
+
+_DAY_MS = 86_400_000
+_RECORDABLE = ("trade", "orderbook")
+
+
+@dataclass
+class RecordSummary:
+    """What a recording wrote: rows per type, flushes, the covered spans, the holes it reported."""
+
+    markets: list[str]
+    trades: int = 0
+    book_snapshots: int = 0
+    flushes: int = 0
+    connections: int = 0
+    covered: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    holes: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+    directory: str = ""
+
+    def __str__(self) -> str:
+        spans = sum(len(v) for v in self.covered.values())
+        return (f"recorded {self.trades:,} trades and {self.book_snapshots:,} book snapshots of {len(self.markets)} "
+                f"markets in {self.wall_s:.1f} s ({self.flushes} flushes, {self.connections} connections, "
+                f"{spans} covered spans, {len(self.holes)} unfilled holes) into {self.directory}")
+
+
+@dataclass
+class _Span:
+    lo: int  # ms, inclusive
+    hi: int  # ms, exclusive: trades at ``hi`` may still arrive
+
+
+class _Recorder:
+    def __init__(self, markets: tuple[str, ...], root: Path, source: str, book_interval: float) -> None:
+        self.root, self.source, self.book_interval = root, source, book_interval
+        self.trades = TradeStore(root, source)
+        self.pending: dict[str, list[pd.DataFrame]] = defaultdict(list)
+        self.spans: dict[str, _Span] = {}
+        self.proven: dict[str, list[tuple[int, int]]] = defaultdict(list)  # to write with the next flush
+        self.books: list[pd.DataFrame] = []
+        self.latest_book: dict[str, pd.DataFrame] = {}
+        self.last_snapshot = float("-inf")
+        self.summary = RecordSummary(list(markets), directory=str(root / source))
+        self.covered: dict[str, Coverage] = {}
+        self.known_holes = 0
+
+    # -- what arrives ---------------------------------------------------------------------------------
+    def take(self, df: pd.DataFrame) -> None:
+        meta = df.attrs.get("mdcoord", {})
+        kind = meta.get("type")
+        self.summary.connections = max(self.summary.connections, int(meta.get("connections", 0)))
+        if kind == "trade":
+            for hole in meta.get("gaps", [])[self.known_holes:]:
+                self._break(str(hole["market"]), int(hole["start"].value // 1_000_000))
+                self.summary.holes.append(hole)
+            self.known_holes = len(meta.get("gaps", []))
+            flat = df.reset_index()
+            if "market" not in flat.columns:
+                flat.insert(0, "market", self.summary.markets[0])
+            for market, rows in flat.groupby("market", sort=False):
+                self._trades(str(market), rows)
+        elif kind == "orderbook":
+            for market, book in df.groupby(level="market", sort=False):
+                self.latest_book[str(market)] = book
+            now = time.monotonic()
+            if now - self.last_snapshot >= self.book_interval:
+                self.last_snapshot = now
+                at = df["received_at"].max()
+                for book in self.latest_book.values():
+                    self.books.append(book.reset_index().assign(snapshot_at=at))
+
+    def _trades(self, market: str, rows: pd.DataFrame) -> None:
+        self.pending[market].append(rows.drop(columns=["stream_type", "received_at"]))
+        self.summary.trades += len(rows)
+        # coverage starts at the first trade that happened while subscribed (not at the snapshot,
+        # which may be older than the subscription), and reaches the newest one, exclusive: later
+        # trades of that millisecond may still come
+        live = rows[rows["stream_type"] != "SNAPSHOT"] if market not in self.spans else rows
+        if live.empty:
+            return
+        ms = live["time"].to_numpy(dtype="datetime64[ns]").astype("int64") // 1_000_000
+        span = self.spans.setdefault(market, _Span(int(ms.min()), int(ms.min())))
+        span.hi = max(span.hi, int(ms.max()))
+
+    def _break(self, market: str, at: int) -> None:
+        """A hole REST could not fill starts at ``at``: what came before it is proven up to it;
+        the span starts again with the next trade."""
+        span = self.spans.pop(market, None)
+        if span is not None and at > span.lo:
+            self.proven[market].append((span.lo, at))
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        for market, span in self.spans.items():
+            if span.hi > span.lo:
+                self.proven[market].append((span.lo, span.hi))
+        for market in set(self.pending) | set(self.proven):
+            frames = self.pending.pop(market, [])
+            frame = pd.concat(frames, ignore_index=True) if frames else None
+            proven = self.proven.pop(market, [])
+            if frame is None:
+                frame = pd.DataFrame({"market": pd.Series([], dtype="str"),
+                                      "time": pd.Series([], dtype="datetime64[ns, UTC]")})
+            self.trades.save(market, frame, proven)
+            cov = self.covered.setdefault(market, Coverage())
+            for a, b in proven:
+                cov.add(a, b)
+            self.summary.covered[market] = [(_iso(a), _iso(b)) for a, b in cov]
+        if self.books:
+            self._write_books(pd.concat(self.books, ignore_index=True))
+            self.books = []
+        self.summary.flushes += 1
+
+    def _write_books(self, books: pd.DataFrame) -> None:
+        day = books["timestamp"].dt.floor("D")
+        for (market, date), part in books.groupby([books["market"], day], sort=False):
+            folder = self.root / self.source / "orderbooks" / f"market={normalize_market(str(market))}" / \
+                f"date={pd.Timestamp(date).strftime('%Y-%m-%d')}"
+            folder.mkdir(parents=True, exist_ok=True)
+            first = int(part["snapshot_at"].min().value // 1_000_000) if part["snapshot_at"].notna().any() else 0
+            name = f"part-{first}-{uuid.uuid4().hex[:8]}.parquet"
+            tmp = folder / f".{name}.tmp"
+            table = pa.Table.from_pandas(part.drop(columns="market").reset_index(drop=True), preserve_index=False)
+            pq.write_table(table, tmp)
+            os.replace(tmp, folder / name)
+            self.summary.book_snapshots += part["snapshot_at"].nunique()
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+
+
+def _check(types: str | Iterable[str], duration: float | None, flush_interval: float, book_interval: float) -> tuple[str, ...]:
+    kinds = (types,) if isinstance(types, str) else tuple(types)
+    if not kinds or any(k not in _RECORDABLE for k in kinds):
+        raise InvalidRequestError(f"record keeps {list(_RECORDABLE)}, got types={types!r}")
+    if duration is not None and not duration > 0:
+        raise InvalidRequestError(f"duration must be > 0 seconds or None (until stopped), got {duration!r}")
+    if not flush_interval > 0 or not book_interval > 0:
+        raise InvalidRequestError("flush_interval and book_interval must be > 0 seconds")
+    return tuple(dict.fromkeys(kinds))
+
+
+async def arecord(markets: str | Iterable[str], types: str | Iterable[str] = _RECORDABLE, *, duration: float | None = None,
+                  flush_interval: float = 5.0, book_interval: float = 1.0, book_depth: int = 30,
+                  base_url: str | None = None, ws_url: str | None = None, heartbeat: float = 10.0,
+                  **options: Any) -> RecordSummary:
+    """Async twin of :func:`record`: cancel the task to stop (what arrived is flushed first)."""
+    return await _record(markets, types, duration, flush_interval, book_interval, book_depth, base_url, ws_url,
+                         heartbeat, None, options)
+
+
+async def _record(markets: str | Iterable[str], types: str | Iterable[str], duration: float | None, flush_interval: float,
+                  book_interval: float, book_depth: int, base_url: str | None, ws_url: str | None, heartbeat: float,
+                  _stop: threading.Event | None, options: dict[str, Any]) -> RecordSummary:
+    kinds = _check(types, duration, flush_interval, book_interval)
+    opts = with_overrides(get_options(), options)
+    rest = resolve_base_url(base_url)
+    recorder = _Recorder((), resolve_cache_dir(opts), source_name(rest), book_interval)
+    started = time.monotonic()
+    deadline = None if duration is None else started + duration
+    last_flush = started
+    frames: asyncio.Queue[pd.DataFrame | None] = asyncio.Queue()
+
+    async def pump() -> None:  # the stream in a task of its own: waiting for a flush never cancels it
+        try:
+            async for df in astream(markets, kinds, base_url=rest, ws_url=ws_url, book_depth=book_depth,
+                                    heartbeat=heartbeat, **options):
+                frames.put_nowait(df)
+        finally:
+            frames.put_nowait(None)
+
+    pumping = asyncio.get_running_loop().create_task(pump())
+    try:
+        while (deadline is None or time.monotonic() < deadline) and not (_stop is not None and _stop.is_set()):
+            wait = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            try:
+                df = await asyncio.wait_for(frames.get(), timeout=max(wait, 0.0))
+            except asyncio.TimeoutError:
+                df = None
+            if df is None and pumping.done():
+                pumping.result()  # the stream's error, if it ended with one
+                break
+            if df is not None:
+                if not recorder.summary.markets:
+                    recorder.summary.markets = list(df.attrs["mdcoord"]["markets"])
+                recorder.take(df)
+            if time.monotonic() - last_flush >= flush_interval:
+                await asyncio.to_thread(recorder.flush)
+                last_flush = time.monotonic()
+    finally:
+        pumping.cancel()
+        await asyncio.gather(pumping, return_exceptions=True)
+        while not frames.empty():  # what arrived before the stop is kept too
+            df = frames.get_nowait()
+            if df is not None:
+                recorder.take(df)
+        await asyncio.shield(asyncio.to_thread(recorder.flush))  # however it stopped
+    recorder.summary.wall_s = round(time.monotonic() - started, 3)
+    return recorder.summary
+
+
+def record(markets: str | Iterable[str], types: str | Iterable[str] = _RECORDABLE, *, duration: float | None = None,
+           flush_interval: float = 5.0, book_interval: float = 1.0, book_depth: int = 30,
+           base_url: str | None = None, ws_url: str | None = None, heartbeat: float = 10.0,
+           **options: Any) -> RecordSummary:
+    """Record live trades and order book snapshots of ``markets`` into the cache until stopped
+    (Ctrl-C) or for ``duration`` seconds; returns what was written. See the module docstring.
+
+    >>> mdcoord.record("KRW", duration=3600)          # an hour of every KRW market's trades and books
+    """
+    runtime = get_runtime()
+    stop = threading.Event()
+    work = asyncio.run_coroutine_threadsafe(
+        _record(markets, types, duration, flush_interval, book_interval, book_depth, base_url, ws_url, heartbeat, stop,
+                options),
+        runtime.loop)
+    try:
+        while True:
+            try:
+                return work.result(timeout=0.1)  # short waits: Ctrl-C is delivered between them
+            except concurrent.futures.TimeoutError:
+                continue
+    except KeyboardInterrupt:
+        stop.set()  # stop, flush what arrived, and say what was recorded
+        return work.result(timeout=60)

@@ -28,6 +28,7 @@ from ._coordinator import Coordinator
 from ._stream import aiter_candles, download, iter_candles
 from ._live import astream, stream
 from ._record import RecordSummary, arecord, record
+from ._views import LiveView, live_candles, live_orderbook, live_tickers
 from ._exceptions import (
     APIError,
     BadRequestError,
@@ -106,6 +107,10 @@ __all__ = [
     "record",
     "arecord",
     "RecordSummary",
+    "live_tickers",
+    "live_orderbook",
+    "live_candles",
+    "LiveView",
     "get_options",
     "set_options",
     "reset_metrics",

@@ -35,11 +35,11 @@ import numpy as np
 import pandas as pd
 
 from ._config import get_options, resolve_base_url, with_overrides
-from ._exceptions import InvalidRequestError, MdcoordError, StreamError
+from ._exceptions import ConnectionFailedError, InvalidRequestError, MdcoordError
 from ._frames import candle_rows_to_frame, clean_candles, index_candles, orderbooks_to_frame, tickers_to_frame
 from ._runtime import get_runtime
 from ._timeframe import Timeframe
-from ._ws import BOOK_DEPTHS, CANDLE_TYPES, TYPES, ChannelClosed, Subscription, WsChannel, ws_url_for
+from ._ws import BOOK_DEPTHS, TYPES, Subscription, WsChannel, ws_url_for
 
 __all__ = ["astream", "stream"]
 
@@ -124,8 +124,8 @@ class _Stream:
                     async for messages in channel.batches():
                         backoff = _BACKOFF_START
                         self._take(messages)
-                except ChannelClosed as e:
-                    self.disconnects.append(e.reason)
+                except ConnectionFailedError as e:  # dropped, stalled, garbled: reconnect
+                    self.disconnects.append(str(e))
                     for st in self.state.values():
                         if st.last is not None:
                             st.hole = True
@@ -308,7 +308,11 @@ async def astream(markets: str | Iterable[str], types: str | Iterable[str] = "tr
                        fill=fill_gaps, options=options)
     loop = asyncio.get_running_loop()
     ready = asyncio.Event()
-    producer.notify = lambda: loop.call_soon_threadsafe(ready.set)
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the consumer's loop is gone: nobody waits
+            loop.call_soon_threadsafe(ready.set)
+
+    producer.notify = wake
     task = asyncio.run_coroutine_threadsafe(producer.run(), runtime.loop)
     try:
         while True:

@@ -6,7 +6,7 @@ process), sends one subscription request, and hands out the decoded messages of 
 keeps the connection alive with PING frames (``heartbeat``), and a connection that stops
 answering them (stalled, half-open) is closed by aiohttp after half a heartbeat more.
 
-Everything that can end a connection ends it with :class:`ChannelClosed` (the reason says which:
+Everything that can end a connection ends it with :class:`~mdcoord.ConnectionFailedError` (the reason says which:
 the server closed it, the network dropped it, a frame that is not JSON arrived — its data lost —,
 the heartbeat went unanswered); the caller decides whether to reconnect. An error answer of the
 exchange (``{"error": {"name": "NO_CODES", ...}}``) is a :class:`~mdcoord.StreamError`: the
@@ -29,11 +29,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from ._exceptions import InvalidRequestError, StreamError
+from ._exceptions import ConnectionFailedError, InvalidRequestError, ResponseFormatError, StreamError
 from ._limiter import SlidingWindowLimiter
 from ._version import __version__
 
-__all__ = ["CONNECT_LIMIT", "ChannelClosed", "Subscription", "WsChannel", "decode", "ws_url_for"]
+__all__ = ["CONNECT_LIMIT", "closed", "Subscription", "WsChannel", "decode", "ws_url_for"]
 
 CONNECT_LIMIT = 5  # new connections per second per IP (unauthenticated)
 CANDLE_TYPES = ("candle.1s", "candle.1m", "candle.3m", "candle.5m", "candle.10m", "candle.15m", "candle.30m",
@@ -59,12 +59,10 @@ _LONG = {
 _UNIT_LONG = {"ap": "ask_price", "bp": "bid_price", "as": "ask_size", "bs": "bid_size"}
 
 
-class ChannelClosed(Exception):
-    """The connection ended (``reason`` says how); the caller may reconnect."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+def closed(reason: str) -> ConnectionFailedError:
+    """The connection ended (the message says how): a :class:`ConnectionFailedError`, which the
+    stream answers by reconnecting."""
+    return ConnectionFailedError(reason)
 
 
 def ws_url_for(base_url: str) -> str:
@@ -90,11 +88,12 @@ def _expand(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def decode(data: str | bytes) -> list[dict[str, Any]]:
-    """The messages of one frame, in DEFAULT names. ``ValueError`` if it is not such JSON."""
+    """The messages of one frame, in DEFAULT names. ``ValueError`` (not JSON) or
+    :class:`ResponseFormatError` (JSON of another shape) otherwise."""
     payload = json.loads(data)
     items = payload if isinstance(payload, list) else [payload]
     if not all(isinstance(m, dict) for m in items):
-        raise ValueError("a frame holds a JSON object or a list of objects")
+        raise ResponseFormatError("a frame holds a JSON object or a list of objects")
     return [_expand(m) for m in items]
 
 
@@ -153,7 +152,7 @@ class WsChannel:
         self.frames = 0
 
     async def open(self) -> None:
-        """Connect (under the connection limit) and subscribe. :class:`ChannelClosed` when the
+        """Connect (under the connection limit) and subscribe. :class:`~mdcoord.ConnectionFailedError` when the
         connection cannot be made (refused, 429 at the handshake: retry later); :class:`StreamError`
         for an answer that retrying will not change (404: no WebSocket at this URL)."""
         limiter = _connect_limiter(self.url, self.local_address)
@@ -172,15 +171,15 @@ class WsChannel:
             await self.close()
             if e.status in (404, 400, 403):
                 raise StreamError(f"the WebSocket at {self.url} answered HTTP {e.status} at the handshake") from None
-            raise ChannelClosed(f"handshake refused: HTTP {e.status}") from None
+            raise closed(f"handshake refused: HTTP {e.status}") from None
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
             await self.close()
-            raise ChannelClosed(f"cannot connect: {type(e).__name__}: {e}") from None
+            raise closed(f"cannot connect: {type(e).__name__}: {e}") from None
         try:
             await self._ws.send_str(request_body(self.subscriptions, self.fmt))
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
             await self.close()
-            raise ChannelClosed(f"the connection ended while subscribing: {e}") from None
+            raise closed(f"the connection ended while subscribing: {e}") from None
 
     def __aiter__(self) -> WsChannel:
         return self
@@ -188,14 +187,14 @@ class WsChannel:
     async def __anext__(self) -> list[dict[str, Any]]:
         ws = self._ws
         if ws is None:
-            raise ChannelClosed("not connected")
+            raise closed("not connected")
         while True:
             msg = await ws.receive()
             if msg.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
                 try:
                     messages = decode(msg.data)
-                except (ValueError, UnicodeDecodeError):
-                    raise ChannelClosed("a frame that is not JSON arrived (its data is lost)") from None
+                except (ValueError, UnicodeDecodeError, ResponseFormatError):
+                    raise closed("a frame that is not JSON arrived (its data is lost)") from None
                 self.frames += 1
                 if len(messages) == 1 and "error" in messages[0]:
                     err = messages[0]["error"] or {}
@@ -204,13 +203,13 @@ class WsChannel:
                     continue  # {"status": "UP"}: an answer to a text PING
                 return messages
             if msg.type == aiohttp.WSMsgType.CLOSE:
-                raise ChannelClosed(f"the exchange closed the connection (code {msg.data}: {msg.extra or ''})")
+                raise closed(f"the exchange closed the connection (code {msg.data}: {msg.extra or ''})")
             if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
                 reason = "no answer to PING: the connection stalled" if ws.close_code == 1006 and ws.exception() is None \
                     else "the connection dropped"
-                raise ChannelClosed(reason)
+                raise closed(reason)
             if msg.type == aiohttp.WSMsgType.ERROR:
-                raise ChannelClosed(f"the connection failed: {ws.exception()}")
+                raise closed(f"the connection failed: {ws.exception()}")
 
     async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
         """The messages of every frame that arrived together, as one list: a reader task drains

@@ -263,7 +263,9 @@ def test_trades_count_again_asks_only_for_the_newest_page(ex: Exchange, tmp_path
 
 
 def test_cached_trades_outlive_the_seven_days(ex: Exchange, tmp_path: Path) -> None:
-    """Trades vanish from the API after 7 days; the cache keeps them."""
+    """Trades vanish from the API after 7 days; the cache keeps them. A range reaching before
+    what the cache holds is answered with what it holds, the rest reported as `unrecorded`
+    (issue 15.5: a recording's holes); a range of which it holds nothing is refused."""
     kept = _trades(ex, tmp_path, "KRW-BTC", start=T_START, end=T_END)
     later_now = (pd.Timestamp(NOW) + pd.Timedelta(days=9)).isoformat()
     with Exchange(SimConfig(seed=7, now=later_now, frozen=True, seconds_horizon_days=20)) as later:
@@ -274,8 +276,13 @@ def test_cached_trades_outlive_the_seven_days(ex: Exchange, tmp_path: Path) -> N
         got = _trades(later, tmp_path, "KRW-BTC", start=T_START, end=T_END)
         assert later.count() == 0
         pd.testing.assert_frame_equal(got, kept)
+        wider = _trades(later, tmp_path, "KRW-BTC", start="2026-11-18T00:00:00Z", end=T_END)
+        pd.testing.assert_frame_equal(wider[wider.index >= T_START], kept, check_like=True)
+        assert wider.attrs["mdcoord"]["unrecorded"] == [
+            {"market": "KRW-BTC", "start": "2026-11-18T00:00:00+00:00", "end": pd.Timestamp(T_START).isoformat()}]
+        assert later.count() == 1  # the newest page, which tells the exchange's day; nothing for the old stretch
         with pytest.raises(mdcoord.InvalidRequestError, match="cache does not hold"):
-            _trades(later, tmp_path, "KRW-BTC", start="2026-11-18T00:00:00Z", end=T_END)
+            _trades(later, tmp_path, "KRW-BTC", start="2026-11-17T00:00:00Z", end="2026-11-18T00:00:00Z")
 
 
 _KILLED_WORKER = """

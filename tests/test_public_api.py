@@ -15,6 +15,7 @@ PUBLIC = {
     "get_options", "set_options", "metrics", "reset_metrics", "markets", "amarkets", "tickers", "atickers", "orderbooks", "aorderbooks",
     "trades", "atrades", "cache", "iter_candles", "aiter_candles", "download", "backfill", "BackfillSummary",
     "stream", "astream", "StreamError", "record", "arecord", "RecordSummary",
+    "live_tickers", "live_orderbook", "live_candles", "LiveView",
 }
 
 

@@ -23,7 +23,9 @@ Sections (each also runs alone, see its module):
    ``--only processes``, ``--process-cells a b c`` to pick cells; its cells all get ``--long-runs``);
 11. ``backfill`` — ``mdcoord.backfill`` on a local Dask cluster of one worker per client address
    (127.0.0.2, ...): 1, 2, 4, 8 addresses against one address with 8 workers (bench_backfill.py;
-   ~3.5 minutes, not in the default run — ``--only backfill``).
+   ~3.5 minutes, not in the default run — ``--only backfill``);
+12. ``record``   — ``python -m mdcoord record KRW`` for 10 minutes at 60x: the recorder's memory
+   (bench_record.py; not in the default run — ``--only record``).
 
 All at injected latency 30, 150 and 300 ms against the embedded exchange on 127.0.0.1.
 ``--runs`` (default 3) runs of every short cell; the long, rate-limit-bound cells — the
@@ -50,6 +52,7 @@ from typing import Any
 from benchmarks import (
     bench_backfill,
     bench_live,
+    bench_record,
     bench_budget_processes,
     bench_budget_stores,
     bench_compare,
@@ -63,9 +66,9 @@ from benchmarks import (
 from benchmarks._common import LATENCIES, machine_info, ms
 
 SECTIONS = ("compare", "rate", "snapshots", "micro", "simcold", "firstcall", "requests", "live", "budget", "processes",
-            "backfill")
-# budget needs the optional libraries, processes takes ~17 minutes, backfill ~3.5: asked for by name
-DEFAULT_SECTIONS = SECTIONS[:-3]
+            "backfill", "record")
+# budget needs the optional libraries, processes takes ~17 minutes, backfill ~3.5, record 10: asked for by name
+DEFAULT_SECTIONS = SECTIONS[:-4]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -107,6 +110,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         elif section == "backfill":
             out = bench_backfill.bench([1, 2] if q else [1, 2, 4, 8], 2 if q else 8, 1 if q else 10, 0.0 if q else 0.03,
                                        log=log)
+        elif section == "record":
+            out = bench_record.bench(20.0 if q else 600.0, 60.0, 2.0 if q else 10.0, log=log)
         elif section == "live":
             out = bench_live.bench(20_000 if q else 200_000, 200, runs if q else max(runs, 5), 5 if q else 20,
                                    2.0 if q else 20.0, log=log)
@@ -175,6 +180,8 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["", "### The embedded exchange, cold", "", bench_sim_cold.table(res["simcold"])]
     if "firstcall" in res:
         out += ["", "### The first call of a process", "", bench_firstcall.table(res["firstcall"])]
+    if "record" in res:
+        out += ["", "### The recorder's memory over a long run", "", bench_record.table(res["record"])]
     if "live" in res:
         out += ["", "### Live: trade messages into frames, and latency", "", bench_live.table(res["live"])]
     if "budget" in res:

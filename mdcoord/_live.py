@@ -43,7 +43,9 @@ from ._ws import BOOK_DEPTHS, TYPES, Subscription, WsChannel, ws_url_for
 
 __all__ = ["astream", "stream"]
 
-_SEEN_PER_MARKET = 200_000  # sequential_ids remembered per market for de-duplication
+# sequential_ids remembered per market for de-duplication: those of the last minutes of trades
+# (repeats come at the edge: a snapshot of the last trade, a resend, the ends of a hole's fill)
+_SEEN_WINDOW_MS = 10 * 60_000
 _BACKOFF_START, _BACKOFF_MAX = 0.25, 30.0
 
 
@@ -67,16 +69,21 @@ class _Market:
     """One market's trade state: what was last yielded, what was seen, a hole being filled."""
 
     last: tuple[int, int] | None = None  # (ms, sequential_id) of the newest trade yielded
-    seen: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    seen: OrderedDict[int, int] = field(default_factory=OrderedDict)  # sequential_id -> ms, oldest first
     hole: bool = False  # the connection ended since ``last``: the next trade closes a hole
     filling: asyncio.Task[None] | None = None
     held: list[dict[str, Any]] = field(default_factory=list)  # trades waiting for the fill
 
-    def fresh(self, sid: int) -> bool:
+    def fresh(self, sid: int, ms: int) -> bool:
+        """True the first time ``sid`` is seen (within the window); remembers it."""
         if sid in self.seen:
             return False
-        self.seen[sid] = None
-        if len(self.seen) > _SEEN_PER_MARKET:
+        self.seen[sid] = ms
+        horizon = ms - _SEEN_WINDOW_MS
+        while self.seen:  # forget what is older than the window: memory follows the trade rate
+            oldest = next(iter(self.seen.values()))
+            if oldest >= horizon:
+                break
             self.seen.popitem(last=False)
         return True
 
@@ -176,7 +183,7 @@ class _Stream:
                 st.filling.add_done_callback(self._fills.discard)
                 continue
             st.hole = False
-            if st.fresh(int(r["sequential_id"])):
+            if st.fresh(int(r["sequential_id"]), int(r["trade_timestamp"])):
                 out.append(r)
                 st.last = (int(r["trade_timestamp"]), int(r["sequential_id"]))
         return out
@@ -206,7 +213,7 @@ class _Stream:
         merged = sorted(rows + held, key=lambda r: (int(r["trade_timestamp"]), int(r["sequential_id"])))
         out = []
         for r in merged:
-            if st.fresh(int(r["sequential_id"])):
+            if st.fresh(int(r["sequential_id"]), int(r["trade_timestamp"])):
                 out.append(r)
                 st.last = (int(r["trade_timestamp"]), int(r["sequential_id"]))
         self.filled += sum(1 for r in out if r.get("stream_type") == "REST")

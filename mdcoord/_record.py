@@ -11,8 +11,9 @@ Parquet cache as it happens.
   older than the exchange's 7 days is then answered from the recording, and the stretches it does
   not hold come back as ``unrecorded`` in the metadata.
 - **order book snapshots**, the newest book of each market every ``book_interval`` seconds, as
-  append-only parts (``<cache>/<source>/orderbooks/market=M/date=D/part-<first>-<id>.parquet``,
-  the columns of ``orderbooks()`` plus ``snapshot_at``).
+  append-only parts, one per flush and UTC day
+  (``<cache>/<source>/orderbooks/date=D/part-<first>-<id>.parquet``: ``market``, ``level``, the
+  columns of ``orderbooks()`` and ``snapshot_at``).
 
 Crash safety: every file is written to a hidden temporary name and renamed into place (trades
 under the partition's lock, merged with what is there), so a SIGKILL loses at most what arrived
@@ -161,18 +162,19 @@ class _Recorder:
         self.summary.flushes += 1
 
     def _write_books(self, books: pd.DataFrame) -> None:
-        day = books["timestamp"].dt.floor("D")
-        for (market, date), part in books.groupby([books["market"], day], sort=False):
-            folder = self.root / self.source / "orderbooks" / f"market={normalize_market(str(market))}" / \
-                f"date={pd.Timestamp(date).strftime('%Y-%m-%d')}"
+        """One append-only part per flush and UTC day, every market in it (a part per market would
+        be hundreds of files a flush for a quote currency)."""
+        day = books["snapshot_at"].dt.floor("D")
+        for date, part in books.groupby(day, sort=False):
+            folder = self.root / self.source / "orderbooks" / f"date={pd.Timestamp(date).strftime('%Y-%m-%d')}"
             folder.mkdir(parents=True, exist_ok=True)
-            first = int(part["snapshot_at"].min().value // 1_000_000) if part["snapshot_at"].notna().any() else 0
+            first = int(part["snapshot_at"].min().value // 1_000_000)
             name = f"part-{first}-{uuid.uuid4().hex[:8]}.parquet"
             tmp = folder / f".{name}.tmp"
-            table = pa.Table.from_pandas(part.drop(columns="market").reset_index(drop=True), preserve_index=False)
-            pq.write_table(table, tmp)
+            part = part.assign(market=part["market"].map(normalize_market)).reset_index(drop=True)
+            pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp)
             os.replace(tmp, folder / name)
-            self.summary.book_snapshots += part["snapshot_at"].nunique()
+            self.summary.book_snapshots += int(part.groupby("market")["snapshot_at"].nunique().sum())
 
 
 def _iso(ms: int) -> str:

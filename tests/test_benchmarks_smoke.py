@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks import __main__ as run_all
 from benchmarks import bench_backfill, bench_budget_processes, bench_compare, bench_firstcall, bench_live, bench_micro, bench_rate
-from benchmarks import bench_requests, bench_sim_cold, bench_snapshots
+from benchmarks import bench_record, bench_requests, bench_sim_cold, bench_snapshots
 
 
 def quiet(_: str) -> None:
@@ -44,6 +44,8 @@ def test_benchmark_sections_run_and_render() -> None:
             "backfill": bench_backfill.bench([2], 2, 1, 0.0, log=quiet),
             # 2,000 messages through decode and framing (each becomes one row), a second of live tickers
             "live": bench_live.bench(2000, 50, 1, 2, 1.0, log=quiet),
+            # the recorder's command for 4 s of all KRW markets, its memory read every second
+            "record": bench_record.bench(4.0, 60.0, 1.0, log=quiet),
         },
     }
     for cell in report["results"]["compare"].values():
@@ -73,6 +75,8 @@ def test_benchmark_sections_run_and_render() -> None:
     assert [c["addresses"] for c in report["results"]["backfill"]["cells"]] == [1, 2]
     assert all(v["median_per_s"] > 0 for v in report["results"]["live"]["parse"].values())
     assert report["results"]["live"]["latency"]["rows"] > 0
+    rec = report["results"]["record"]
+    assert rec["exit_code"] == 0 and rec["samples"] and "recorded" in rec["summary"], rec
     text = run_all.markdown(report)
     for heading in ("mdcoord vs pyupbit vs ccxt", "Rate-limit efficiency", "Tickers, orderbooks", "Micro-benchmarks",
                     "The embedded exchange, cold", "The first call of a process", "Many processes, one machine budget",
@@ -81,6 +85,6 @@ def test_benchmark_sections_run_and_render() -> None:
 
 
 @pytest.mark.parametrize("module", [bench_compare, bench_rate, bench_snapshots, bench_micro, bench_sim_cold, bench_requests,
-                                    bench_firstcall, bench_budget_processes, bench_backfill, bench_live, run_all])
+                                    bench_firstcall, bench_budget_processes, bench_backfill, bench_live, bench_record, run_all])
 def test_scripts_have_a_main(module: object) -> None:
     assert callable(module.main)

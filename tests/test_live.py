@@ -129,6 +129,29 @@ def test_leaving_the_loop_closes_the_connection_within_a_second(running: Exchang
     assert ex.ws_frames_sent() == sent  # no traffic after the stop
 
 
+def test_ctrl_c_stops_the_stream_within_a_second(running: Exchange) -> None:
+    """Ctrl-C (here: the main thread interrupted, as Jupyter's "interrupt kernel" does) while the
+    loop waits for the next frame raises KeyboardInterrupt and closes the connection."""
+    import _thread
+    import signal
+    import threading
+
+    ex = running
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    try:
+        frames = 0
+        with pytest.raises(KeyboardInterrupt):
+            for _ in mdcoord.stream(FIVE, "trade", base_url=ex.base_url, progress=False):
+                frames += 1
+                if frames == 3:
+                    threading.Timer(0.05, _thread.interrupt_main).start()
+        t0 = time.monotonic()
+        ex.wait_for(lambda: ex.ws_open() == 0, timeout=5, what="the stream's connection closed")
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def test_the_async_twin_and_cancelling_its_task(running: Exchange) -> None:
     ex = running
 

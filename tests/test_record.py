@@ -75,9 +75,10 @@ def test_a_recording_answers_trades_older_than_seven_days(tmp_path: Path) -> Non
         with pytest.raises(InvalidRequestError, match="last 7 UTC days"):
             mdcoord.trades(m, start=lo - pd.Timedelta(days=1), end=lo - pd.Timedelta(hours=12), base_url=later.base_url,
                            cache_dir=tmp_path, cache=True, progress=False)
-    books = pd.read_parquet(tmp_path / f"127.0.0.1_{port}" / "orderbooks" / "market=KRW-BTC")
-    assert {"level", "bid_price", "ask_price", "timestamp", "snapshot_at"} <= set(books.columns)
-    assert books.groupby("snapshot_at")["level"].max().eq(30).all()
+    books = pd.read_parquet(tmp_path / f"127.0.0.1_{port}" / "orderbooks", filters=[("market", "==", "KRW-BTC")])
+    assert {"market", "level", "bid_price", "ask_price", "timestamp", "snapshot_at"} <= set(books.columns)
+    assert books.groupby("snapshot_at")["level"].max().eq(30).all() and books["snapshot_at"].nunique() >= 3
+    assert summary.book_snapshots >= 3 * len(MARKETS)
 
 
 def test_a_hole_rest_cannot_fill_is_reported_not_covered(tmp_path: Path) -> None:

@@ -81,14 +81,20 @@ class _Span:
 
 
 class _Recorder:
+    """What the recording holds between flushes. Frames are kept as they arrive and handled in
+    batches (a flush, a snapshot): per-frame pandas work would not keep up with a whole quote
+    currency, and a consumer that falls behind grows the stream's queue."""
+
     def __init__(self, markets: tuple[str, ...], root: Path, source: str, book_interval: float) -> None:
         self.root, self.source, self.book_interval = root, source, book_interval
         self.trades = TradeStore(root, source)
-        self.pending: dict[str, list[pd.DataFrame]] = defaultdict(list)
+        self.incoming: list[pd.DataFrame] = []  # trade frames whose spans are not counted yet
+        self.settled: list[pd.DataFrame] = []  # trade rows to write with the next flush
         self.spans: dict[str, _Span] = {}
         self.proven: dict[str, list[tuple[int, int]]] = defaultdict(list)  # to write with the next flush
-        self.books: list[pd.DataFrame] = []
-        self.latest_book: dict[str, pd.DataFrame] = {}
+        self.book_frames: list[pd.DataFrame] = []  # books since the last snapshot
+        self.current_books: pd.DataFrame | None = None  # the newest book of every market seen
+        self.books: list[pd.DataFrame] = []  # snapshots to write with the next flush
         self.last_snapshot = float("-inf")
         self.summary = RecordSummary(list(markets), directory=str(root / source))
         self.covered: dict[str, Coverage] = {}
@@ -100,37 +106,50 @@ class _Recorder:
         kind = meta.get("type")
         self.summary.connections = max(self.summary.connections, int(meta.get("connections", 0)))
         if kind == "trade":
-            for hole in meta.get("gaps", [])[self.known_holes:]:
-                self._break(str(hole["market"]), int(hole["start"].value // 1_000_000))
-                self.summary.holes.append(hole)
-            self.known_holes = len(meta.get("gaps", []))
+            holes = meta.get("gaps", [])[self.known_holes:]
+            if holes:
+                self._settle()  # the trades before a hole belong to the span it ends
+                for hole in holes:
+                    self._break(str(hole["market"]), int(hole["start"].value // 1_000_000))
+                    self.summary.holes.append(hole)
+                self.known_holes += len(holes)
             flat = df.reset_index()
             if "market" not in flat.columns:
                 flat.insert(0, "market", self.summary.markets[0])
-            for market, rows in flat.groupby("market", sort=False):
-                self._trades(str(market), rows)
+            self.incoming.append(flat)
+            self.summary.trades += len(flat)
         elif kind == "orderbook":
-            for market, book in df.groupby(level="market", sort=False):
-                self.latest_book[str(market)] = book
+            self.book_frames.append(df)
             now = time.monotonic()
             if now - self.last_snapshot >= self.book_interval:
                 self.last_snapshot = now
-                at = df["received_at"].max()
-                for book in self.latest_book.values():
-                    self.books.append(book.reset_index().assign(snapshot_at=at))
+                self._snapshot(df["received_at"].max())
 
-    def _trades(self, market: str, rows: pd.DataFrame) -> None:
-        self.pending[market].append(rows.drop(columns=["stream_type", "received_at"]))
-        self.summary.trades += len(rows)
-        # coverage starts at the first trade that happened while subscribed (not at the snapshot,
-        # which may be older than the subscription), and reaches the newest one, exclusive: later
-        # trades of that millisecond may still come
-        live = rows[rows["stream_type"] != "SNAPSHOT"] if market not in self.spans else rows
-        if live.empty:
+    def _settle(self) -> None:
+        """Count the spans of the trades that arrived: coverage starts at a market's first trade
+        that happened while subscribed (not the snapshot, which may be older than the
+        subscription) and reaches its newest one, exclusive (later trades of that millisecond
+        may still come)."""
+        if not self.incoming:
             return
-        ms = live["time"].to_numpy(dtype="datetime64[ns]").astype("int64") // 1_000_000
-        span = self.spans.setdefault(market, _Span(int(ms.min()), int(ms.min())))
-        span.hi = max(span.hi, int(ms.max()))
+        flat = pd.concat(self.incoming, ignore_index=True)
+        self.incoming = []
+        keys = pd.DataFrame({
+            "market": flat["market"].astype(str),
+            "ms": flat["time"].to_numpy(dtype="datetime64[ns]").astype("int64") // 1_000_000,
+            "live": (flat["stream_type"] != "SNAPSHOT").to_numpy(),
+        })
+        for market, sub in keys.groupby("market", sort=False):  # a loop over markets, not rows
+            span = self.spans.get(str(market))
+            rows = sub if span is not None else sub[sub["live"]]
+            if rows.empty:
+                continue
+            lo, hi = int(rows["ms"].min()), int(rows["ms"].max())
+            if span is None:
+                self.spans[str(market)] = _Span(lo, hi)
+            else:
+                span.hi = max(span.hi, hi)
+        self.settled.append(flat.drop(columns=["stream_type", "received_at"]))
 
     def _break(self, market: str, at: int) -> None:
         """A hole REST could not fill starts at ``at``: what came before it is proven up to it;
@@ -139,23 +158,34 @@ class _Recorder:
         if span is not None and at > span.lo:
             self.proven[market].append((span.lo, at))
 
+    def _snapshot(self, at: pd.Timestamp) -> None:
+        """Every market's newest book, stamped ``at``."""
+        flat = pd.concat([f.reset_index().assign(_seq=i) for i, f in enumerate(self.book_frames)], ignore_index=True)
+        self.book_frames = []
+        newest = flat[flat["_seq"] == flat.groupby("market")["_seq"].transform("max")].drop(columns="_seq")
+        if self.current_books is not None:
+            older = self.current_books[~self.current_books["market"].isin(newest["market"])]
+            newest = pd.concat([older, newest], ignore_index=True)
+        self.current_books = newest.drop(columns=[c for c in ("stream_type", "received_at") if c in newest.columns])
+        self.books.append(self.current_books.assign(snapshot_at=at))
+
     # -- writing ---------------------------------------------------------------------------------------
     def flush(self) -> None:
+        self._settle()
         for market, span in self.spans.items():
             if span.hi > span.lo:
                 self.proven[market].append((span.lo, span.hi))
-        for market in set(self.pending) | set(self.proven):
-            frames = self.pending.pop(market, [])
-            frame = pd.concat(frames, ignore_index=True) if frames else None
+        rows = pd.concat(self.settled, ignore_index=True) if self.settled else None
+        self.settled = []
+        by_market = dict(iter(rows.groupby("market", sort=False))) if rows is not None and len(rows) else {}
+        empty = pd.DataFrame({"market": pd.Series([], dtype="str"), "time": pd.Series([], dtype="datetime64[ns, UTC]")})
+        for market in set(by_market) | set(self.proven):
             proven = self.proven.pop(market, [])
-            if frame is None:
-                frame = pd.DataFrame({"market": pd.Series([], dtype="str"),
-                                      "time": pd.Series([], dtype="datetime64[ns, UTC]")})
-            self.trades.save(market, frame, proven)
-            cov = self.covered.setdefault(market, Coverage())
+            self.trades.save(str(market), by_market.get(market, empty), proven)
+            cov = self.covered.setdefault(str(market), Coverage())
             for a, b in proven:
                 cov.add(a, b)
-            self.summary.covered[market] = [(_iso(a), _iso(b)) for a, b in cov]
+            self.summary.covered[str(market)] = [(_iso(a), _iso(b)) for a, b in cov]
         if self.books:
             self._write_books(pd.concat(self.books, ignore_index=True))
             self.books = []

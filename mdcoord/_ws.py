@@ -149,6 +149,7 @@ class WsChannel:
         self.heartbeat, self.connect_timeout, self.local_address = heartbeat, connect_timeout, local_address
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         self.frames = 0
 
     async def open(self) -> None:
@@ -180,6 +181,18 @@ class WsChannel:
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
             await self.close()
             raise closed(f"the connection ended while subscribing: {e}") from None
+        self._keepalive = asyncio.get_running_loop().create_task(self._ping(self._ws))
+
+    async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """A PING frame every heartbeat, whatever arrives: aiohttp's own heartbeat pings only
+        after a quiet heartbeat, so a busy stream would send nothing, and Upbit (like the
+        embedded exchange) closes a connection its client has been silent on for ~120 s."""
+        while not ws.closed:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await ws.ping()
+            except (aiohttp.ClientError, ConnectionError, RuntimeError):
+                return
 
     def __aiter__(self) -> WsChannel:
         return self
@@ -245,8 +258,11 @@ class WsChannel:
 
     async def close(self) -> None:
         """Close (at most about half a second even if the exchange does not answer the close)."""
-        ws, session = self._ws, self._session
-        self._ws = self._session = None
+        ws, session, keepalive = self._ws, self._session, self._keepalive
+        self._ws = self._session = self._keepalive = None
+        if keepalive is not None:
+            keepalive.cancel()
+            await asyncio.gather(keepalive, return_exceptions=True)
         if ws is not None and not ws.closed:
             try:
                 await asyncio.wait_for(ws.close(), 1.0)

@@ -82,6 +82,18 @@ def test_trades_of_five_markets_through_three_disconnects_are_the_exchanges_exac
         assert all("gaps" not in f.attrs["mdcoord"] for f in frames)
 
 
+def test_a_busy_stream_still_pings_and_is_not_closed_as_idle() -> None:
+    """The exchange closes a connection whose client sent nothing for ws_idle_timeout (Upbit:
+    ~120 s). Data arriving all the time must not stop the client's PINGs (aiohttp's own
+    heartbeat only pings after a quiet heartbeat): one connection through 3 idle timeouts."""
+    with Exchange(live(ws_idle_timeout=1.0)) as ex:
+        t_end = time.monotonic() + 3.5
+        for df in mdcoord.stream(FIVE, ["trade", "orderbook"], base_url=ex.base_url, heartbeat=0.3, progress=False):
+            if time.monotonic() > t_end:
+                break
+        assert ex.count(group="websocket", status=101) == 1
+
+
 def test_each_type_has_the_columns_and_dtypes_of_its_rest_frame(running: Exchange) -> None:
     """Item 2: trade, ticker, orderbook and candle frames look like trades(), tickers(),
     orderbooks() and candles() of the same markets, plus stream_type and received_at."""

@@ -24,7 +24,7 @@ Sections (each also runs alone, see its module):
 11. ``backfill`` — ``mdcoord.backfill`` on a local Dask cluster of one worker per client address
    (127.0.0.2, ...): 1, 2, 4, 8 addresses against one address with 8 workers (bench_backfill.py;
    ~3.5 minutes, not in the default run — ``--only backfill``);
-12. ``record``   — ``python -m mdcoord record KRW`` for 10 minutes at 60x: the recorder's memory
+12. ``record``   — ``python -m mdcoord record KRW`` for 10 minutes at 10x: the recorder's memory
    (bench_record.py; not in the default run — ``--only record``).
 
 All at injected latency 30, 150 and 300 ms against the embedded exchange on 127.0.0.1.
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = bench_backfill.bench([1, 2] if q else [1, 2, 4, 8], 2 if q else 8, 1 if q else 10, 0.0 if q else 0.03,
                                        log=log)
         elif section == "record":
-            out = bench_record.bench(20.0 if q else 600.0, 60.0, 2.0 if q else 10.0, log=log)
+            out = bench_record.bench(20.0 if q else 600.0, 10.0, 2.0 if q else 10.0, log=log)
         elif section == "live":
             out = bench_live.bench(20_000 if q else 200_000, 200, runs if q else max(runs, 5), 5 if q else 20,
                                    2.0 if q else 20.0, log=log)

@@ -2,14 +2,14 @@
 
 ``python -m mdcoord record KRW`` (trades and order book snapshots of every KRW market) runs for
 ``--duration`` seconds against the embedded exchange in a process of its own, whose clock runs
-``--speed`` times the wall clock (60: an hour of the market a minute). Every ``--every`` seconds
+``--speed`` times the wall clock (10 by default: 100 minutes of the market in 10). Every ``--every`` seconds
 the recorder process's resident memory (``VmRSS``) is read from ``/proc``. Reported: RSS at the
 first sample after the warm-up (the first minute), at the middle and at the end; the slope of a
 least-squares line through the samples after the warm-up (MB per minute); what was recorded (the
 summary line the command prints) and the bytes on disk. Flat means the slope is a small fraction
 of the RSS per minute while the data written grows.
 
-    python benchmarks/bench_record.py [--duration 600] [--speed 60] [--every 5] [--json]
+    python benchmarks/bench_record.py [--duration 600] [--speed 10] [--every 10] [--json]
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def table(res: dict[str, Any]) -> str:
 def main() -> int:
     def options(ap: argparse.ArgumentParser) -> None:
         ap.add_argument("--duration", type=float, default=600.0)
-        ap.add_argument("--speed", type=float, default=60.0)
-        ap.add_argument("--every", type=float, default=5.0)
+        ap.add_argument("--speed", type=float, default=10.0)
+        ap.add_argument("--every", type=float, default=10.0)
 
     return cli(__doc__, options, lambda a, log: bench(a.duration, a.speed, a.every, log), table)
 

@@ -4,8 +4,9 @@ Parquet cache as it happens.
 ``record(markets, types=("trade", "orderbook"))`` runs a :func:`~mdcoord.astream` until stopped
 (Ctrl-C, ``duration``, or cancelling ``arecord``) and every ``flush_interval`` seconds writes:
 
-- **trades** into the trade cache (``<cache>/<source>/trades/market=M/date=D/part.parquet``, the
-  files ``trades()`` reads), merged by ``sequential_id`` with whatever REST put there, with the
+- **trades** into the trade cache (``<cache>/<source>/trades/market=M/date=D/``, the folders
+  ``trades()`` reads), as an append-only part per flush beside what REST put there (readers take
+  each ``sequential_id`` once), with the
   **coverage** the recording proves: for each market, from its first streamed trade to its
   newest one, split wherever the stream reported a hole REST could not fill. ``trades(start=...)``
   older than the exchange's 7 days is then answered from the recording, and the stretches it does
@@ -15,8 +16,8 @@ Parquet cache as it happens.
   (``<cache>/<source>/orderbooks/date=D/part-<first>-<id>.parquet``: ``market``, ``level``, the
   columns of ``orderbooks()`` and ``snapshot_at``).
 
-Crash safety: every file is written to a hidden temporary name and renamed into place (trades
-under the partition's lock, merged with what is there), so a SIGKILL loses at most what arrived
+Crash safety: every file is written to a hidden temporary name and renamed into place, and none
+is rewritten, so a SIGKILL loses at most what arrived
 since the last flush and never leaves a half-written file where a reader looks. Memory is what
 arrives in one flush interval, whatever the duration.
 """
@@ -181,7 +182,7 @@ class _Recorder:
         empty = pd.DataFrame({"market": pd.Series([], dtype="str"), "time": pd.Series([], dtype="datetime64[ns, UTC]")})
         for market in set(by_market) | set(self.proven):
             proven = self.proven.pop(market, [])
-            self.trades.save(str(market), by_market.get(market, empty), proven)
+            self.trades.append(str(market), by_market.get(market, empty), proven)
             cov = self.covered.setdefault(str(market), Coverage())
             for a, b in proven:
                 cov.add(a, b)

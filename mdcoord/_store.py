@@ -216,35 +216,45 @@ _DAY_MS = 86_400_000
 
 
 class TradeStore:
-    """Trades of one exchange under ``root``: one partition per market and UTC day,
-    ``<root>/<source>/trades/market=KRW-BTC/date=2026-11-19/part.parquet``; coverage in epoch ms."""
+    """Trades of one exchange under ``root``: per market and UTC day, ``part.parquet`` (what REST
+    calls merge into) and any number of append-only ``part-<first ms>-<id>.parquet`` (what a
+    recording adds each flush, so a flush costs what it writes, not the day so far), in
+    ``<root>/<source>/trades/market=KRW-BTC/date=2026-11-19/``; each file carries its coverage in
+    epoch ms. Reading takes the union of the coverage and each ``sequential_id`` once."""
 
     def __init__(self, root: str | os.PathLike[str], source: str) -> None:
         self.root = Path(root)
         self.source = source
 
-    def _path(self, market: str, day: int) -> Path:
+    def _dir(self, market: str, day: int) -> Path:
         code = normalize_market(market)
         date = pd.Timestamp(day * _DAY_MS, unit="ms").strftime("%Y-%m-%d")
-        return self.root / self.source / "trades" / f"market={code}" / f"date={date}" / _FILE
+        return self.root / self.source / "trades" / f"market={code}" / f"date={date}"
+
+    def _path(self, market: str, day: int) -> Path:
+        return self._dir(market, day) / _FILE
+
+    def _files(self, market: str, day: int) -> list[Path]:
+        folder = self._dir(market, day)
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob("part*.parquet") if not p.name.startswith("."))
 
     def load(self, market: str, lo: int, hi: int) -> tuple[pd.DataFrame | None, Coverage]:
         """Cached trades with ``lo <= time < hi`` (ms; flat frame with ``market``) and coverage."""
         days = range(lo // _DAY_MS, (hi - 1) // _DAY_MS + 1) if hi > lo else range(0)
-        table, coverage = read_range([self._path(market, day) for day in days], lo, hi)
+        table, coverage = read_range([p for day in days for p in self._files(market, day)], lo, hi)
         if table is None:
             return None, coverage
         df = table.to_pandas()
         df["time"] = df["time"].astype("datetime64[ns, UTC]")
         ms = df["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1_000_000
         df = df.loc[(ms >= lo) & (ms < hi)]
+        df = df.drop_duplicates(subset=["sequential_id"], keep="last").sort_values(["time", "sequential_id"], kind="stable")
         df.insert(0, "market", market)
         return df.reset_index(drop=True), coverage
 
-    def save(self, market: str, frame: pd.DataFrame, proven: list[tuple[int, int]]) -> None:
-        """Merge trades (flat frame of one market) and proven ms ranges into their day partitions."""
-        if not proven and frame.empty:
-            return
+    def _by_day(self, frame: pd.DataFrame, proven: list[tuple[int, int]]) -> Iterator[tuple[int, pd.DataFrame, list[tuple[int, int]]]]:
         ms = frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) // 1_000_000
         lo = min([a for a, _ in proven] + ([int(ms.min())] if len(ms) else []))
         hi = max([b for _, b in proven] + ([int(ms.max()) + 1] if len(ms) else []))
@@ -253,5 +263,34 @@ class TradeStore:
             mine = (ms >= a) & (ms < b)
             pieces = [(max(x, a), min(y, b)) for x, y in proven if x < b and y > a]
             if mine.any() or pieces:
-                merge_write(self._path(market, day), frame.loc[mine].drop(columns="market"), pieces,
-                            ["sequential_id"], ["time", "sequential_id"])
+                yield day, frame.loc[mine].drop(columns="market"), pieces
+
+    def save(self, market: str, frame: pd.DataFrame, proven: list[tuple[int, int]]) -> None:
+        """Merge trades (flat frame of one market) and proven ms ranges into their day partitions."""
+        if not proven and frame.empty:
+            return
+        for day, rows, pieces in self._by_day(frame, proven):
+            merge_write(self._path(market, day), rows, pieces, ["sequential_id"], ["time", "sequential_id"])
+
+    def append(self, market: str, frame: pd.DataFrame, proven: list[tuple[int, int]]) -> None:
+        """Add trades and proven ranges as new parts (one per day), each written to a hidden
+        temporary name and renamed into place: nothing existing is read or rewritten."""
+        if not proven and frame.empty:
+            return
+        for day, rows, pieces in self._by_day(frame, proven):
+            folder = self._dir(market, day)
+            folder.mkdir(parents=True, exist_ok=True)
+            first = min([a for a, _ in pieces] or [day * _DAY_MS])
+            name = f"part-{first}-{uuid.uuid4().hex[:8]}.parquet"
+            clean = rows.sort_values(["time", "sequential_id"], kind="stable").reset_index(drop=True)
+            clean.attrs = {}  # a stream's metadata is not the file's
+            table = pa.Table.from_pandas(clean, preserve_index=False)
+            meta = {"version": _FORMAT_VERSION, "coverage": [[a, b] for a, b in pieces]}
+            table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+            tmp = folder / f".{name}.{os.getpid()}.tmp"
+            try:
+                pq.write_table(table, tmp)
+                os.replace(tmp, folder / name)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()

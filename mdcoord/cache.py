@@ -44,7 +44,7 @@ def _files(root: Path) -> list[tuple[str, str, str, str, Path]]:
     for path in sorted(root.glob("*/candles/market=*/timeframe=*/period=*/part.parquet")):
         period, tf, market = (p.name.split("=", 1)[1] for p in (path.parent, path.parent.parent, path.parents[2]))
         out.append((path.parents[4].name, market, tf, period, path))
-    for path in sorted(root.glob("*/trades/market=*/date=*/part.parquet")):
+    for path in sorted(root.glob("*/trades/market=*/date=*/part*.parquet")):  # a recording adds parts
         date, market = (p.name.split("=", 1)[1] for p in (path.parent, path.parent.parent))
         out.append((path.parents[3].name, market, "trades", date, path))
     return out

@@ -46,6 +46,7 @@ from ._config import get_options, resolve_base_url, resolve_cache_dir, source_na
 from ._exceptions import InvalidRequestError
 from ._live import astream
 from ._runtime import get_runtime
+from ._frames import trades_to_frame
 from ._store import TradeStore
 
 __all__ = ["RecordSummary", "arecord", "record"]
@@ -179,7 +180,7 @@ class _Recorder:
         rows = pd.concat(self.settled, ignore_index=True) if self.settled else None
         self.settled = []
         by_market = dict(iter(rows.groupby("market", sort=False))) if rows is not None and len(rows) else {}
-        empty = pd.DataFrame({"market": pd.Series([], dtype="str"), "time": pd.Series([], dtype="datetime64[ns, UTC]")})
+        empty = trades_to_frame([])  # a market whose span grew without a trade: coverage, no rows
         for market in set(by_market) | set(self.proven):
             proven = self.proven.pop(market, [])
             self.trades.append(str(market), by_market.get(market, empty), proven)

@@ -139,6 +139,27 @@ def test_sigkill_loses_at_most_the_last_flush_and_corrupts_nothing(tmp_path: Pat
             assert lost < flush + 1.5, (m, lost)
 
 
+def test_a_flush_without_trades_still_records_its_coverage(tmp_path: Path) -> None:
+    """A market that traded earlier but not in this flush interval: its span grew (the stream
+    proved no trade happened), so the part holds coverage and no rows; reading the day takes
+    the parts' union and each trade once (REST's part.parquet beside a recording's parts)."""
+    from mdcoord._frames import trades_to_frame
+    from mdcoord._store import TradeStore
+
+    store = TradeStore(tmp_path, "src")
+    day = pd.Timestamp("2026-11-20", tz="UTC").value // 1_000_000
+    rows = trades_to_frame([{"market": "KRW-ONB", "timestamp": day + 1_000, "trade_price": 9.5, "trade_volume": 1.0,
+                             "ask_bid": "BID", "sequential_id": (day + 1_000) * 10_000, "prev_closing_price": 9.4,
+                             "change_price": 0.1}])
+    store.save("KRW-ONB", rows, [(day, day + 2_000)])  # as REST writes part.parquet
+    store.append("KRW-ONB", rows, [(day + 1_000, day + 5_000)])  # the same trade again, in a part
+    store.append("KRW-ONB", trades_to_frame([]), [(day + 5_000, day + 9_000)])  # no trade, coverage only
+    got, coverage = store.load("KRW-ONB", day, day + 86_400_000)
+    assert got is not None and got["sequential_id"].tolist() == [(day + 1_000) * 10_000]
+    assert list(coverage) == [(day, day + 9_000)]
+    assert len(list((tmp_path / "src" / "trades" / "market=KRW-ONB").rglob("part*.parquet"))) == 3
+
+
 def test_bad_arguments_are_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError, match="record keeps"):
         mdcoord.record("KRW-BTC", "ticker", duration=1)

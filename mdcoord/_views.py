@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from abc import ABC, abstractmethod
 import contextlib
 import threading
 import time
@@ -39,7 +40,7 @@ _WS_CANDLE_UNITS = {"1s": "candle.1s", "1m": "candle.1m", "3m": "candle.3m", "5m
                     "15m": "candle.15m", "30m": "candle.30m", "1h": "candle.60m", "4h": "candle.240m"}
 
 
-class LiveView:
+class LiveView(ABC):
     """A frame kept current by a live stream. ``frame``: a copy of its current state;
     ``stop()``: end it; ``running``; ``updates``: frames taken so far; ``error``: what ended it."""
 
@@ -82,8 +83,9 @@ class LiveView:
     async def _prepare(self) -> None:
         """Anything to fetch before the stream starts (live candles: the recent closed candles)."""
 
+    @abstractmethod
     async def _take(self, df: pd.DataFrame) -> None:
-        raise NotImplementedError
+        """Fold one streamed frame into ``self._frame`` (each view its own way)."""
 
     def _empty(self) -> pd.DataFrame:
         return pd.DataFrame()

@@ -29,6 +29,17 @@ and whether the answer is exact against the exchange's own candles.
 
     python benchmarks/bench_requests.py [--days 30] [--counts 1000 10000] [--before REV]
                                         [--clients mdcoord mdcoord-before pyupbit ccxt] [--json]
+
+``--speed``: what the count bound costs in wall time on the liquid market, now against
+``--before`` (issue 13.2's "no slower than today on liquid markets"). Each run is a fresh
+interpreter per build (the mdcoord of this checkout, or of ``--before`` in a ``git worktree``)
+against a fresh exchange at each ``--latencies`` (±5% on each half), alternating which build goes
+first: ``candles("KRW-BTC", "1m", count=N)`` twice in the same process, the **first** call (it
+asks the exchange's clock: the head) and 1.2 s later a **warm** one (the first call's window of requests is over, the clock
+is still known: no head). Medians of ``--runs``; now ÷ before taken within each run.
+
+    python benchmarks/bench_requests.py --speed [--speed-counts 1000 20000]
+                                        [--latencies 0.03 0.15 0.3] [--runs 3] [--before REV]
 """
 
 from __future__ import annotations
@@ -50,7 +61,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import mdcoord
-from benchmarks._common import FORMING, MARKET, cli, exchange, md_table, truth_candles
+from benchmarks._common import FORMING, MARKET, cli, exchange, md_table, median, ms, truth_candles
 from mdcoord.sim import Exchange
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,14 +246,118 @@ def table(results: dict[str, Any]) -> str:
     return md_table(header, rows) + "\n\n" + note
 
 
+# -- --speed: the wall time the count bound costs on a liquid market ---------------------------------
+_SPEED_SCRIPT = """
+import json, sys, time
+import mdcoord
+a = json.loads(sys.argv[1])
+out = {"file": mdcoord.__file__}
+for call in ("first", "warm"):
+    if call == "warm":  # the window of the first call's requests over, the exchange's minute still known
+        time.sleep(a["pause"])
+    t0 = time.perf_counter()
+    df = mdcoord.candles(a["market"], "1m", count=a["count"], base_url=a["base_url"], cache=False, progress=False)
+    out[call] = time.perf_counter() - t0
+    out[call + "_rows"] = len(df)
+print(json.dumps(out))
+"""
+
+
+#: Between the first and the warm call: the first call's window of requests is over (1 s + margin),
+#: and the exchange's minute is still known (its last ``Date`` + 2 s), so the warm call sends no head.
+PAUSE = 1.2
+
+
+def _speed_once(checkout: Path, latency: float, count: int) -> dict[str, Any]:
+    with exchange(latency, latency * 0.05) as ex:
+        args = {"market": MARKET, "base_url": ex.base_url, "count": count, "pause": PAUSE}
+        done = subprocess.run([sys.executable, "-c", _SPEED_SCRIPT, json.dumps(args)],
+                              env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=tempfile.gettempdir(),
+                              capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        assert out.pop("file").startswith(str(checkout)), "the wrong mdcoord ran"
+        assert out["first_rows"] == out["warm_rows"] == count, out
+        return {**out, "requests": ex.count(group="candles"), "429s": ex.count(status=429)}
+
+
+def speed(latencies: list[float], counts: list[int], runs: int, builds: list[str], before: str = BEFORE, *,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Liquid ``count=N`` wall times of the first and a warm call, per build (``now``, ``before``)."""
+    checkout: tempfile.TemporaryDirectory[str] | None = None
+    paths = {"now": ROOT}
+    try:
+        if "before" in builds:
+            checkout = tempfile.TemporaryDirectory(prefix="mdcoord-before-")
+            paths["before"] = Path(checkout.name) / "src"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(paths["before"]), before],
+                           check=True, capture_output=True)
+        cells = []
+        for latency in latencies:
+            for count in counts:
+                cell: dict[str, Any] = {"latency_s": latency, "count": count, "runs": []}
+                for i in range(runs):
+                    order = builds if i % 2 == 0 else builds[::-1]
+                    run = {b: _speed_once(paths[b], latency, count) for b in order}
+                    cell["runs"].append(run)
+                    log(f"  {ms(latency):>6s} count={count:<6d} " + "  ".join(
+                        f"{b}: first {r['first']:.3f} s warm {r['warm']:.3f} s ({r['requests']} req, "
+                        f"{r['429s']} x 429)" for b, r in run.items()))
+                for b in builds:
+                    for call in ("first", "warm"):
+                        cell[f"{b}_{call}_s"] = median(r[b][call] for r in cell["runs"])
+                    cell[f"{b}_requests"] = sorted({r[b]["requests"] for r in cell["runs"]})
+                    cell[f"{b}_429s"] = sum(r[b]["429s"] for r in cell["runs"])
+                if "before" in builds:
+                    for call in ("first", "warm"):
+                        cell[f"ratio_{call}"] = median(r["now"][call] / r["before"][call] for r in cell["runs"])
+                cells.append(cell)
+        return {"speed": True, "before": before, "builds": builds, "runs": runs, "market": MARKET, "cells": cells}
+    finally:
+        if checkout is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(paths["before"])],
+                           capture_output=True)
+            checkout.cleanup()
+
+
+def speed_table(results: dict[str, Any]) -> str:
+    builds = results["builds"]
+    header = ["latency", "count"]
+    for call in ("first", "warm"):
+        header += [f"{call}: {b}" for b in builds] + (["now ÷ before"] if "before" in builds else [])
+    header += [f"requests (2 calls): {b}" for b in builds] + ["429s"]
+    rows = []
+    for c in results["cells"]:
+        row: list[Any] = [ms(c["latency_s"]), f"{c['count']:,}"]
+        for call in ("first", "warm"):
+            row += [f"{c[f'{b}_{call}_s']:.3f} s" for b in builds]
+            if "before" in builds:
+                row.append(f"**{c[f'ratio_{call}']:.2f}**")
+        row += ["/".join(map(str, c[f"{b}_requests"])) for b in builds]
+        row.append(sum(c[f"{b}_429s"] for b in builds))
+        rows.append(row)
+    return (md_table(header, rows) + f"\n\nLiquid {results['market']}, cache off, medians of {results['runs']} runs "
+            f"(a fresh process per build and run); before = {results['before']}.")
+
+
 def main() -> int:
     def options(ap: Any) -> None:
         ap.add_argument("--days", type=int, default=30)
         ap.add_argument("--counts", type=int, nargs="+", default=[1000, 10_000])
         ap.add_argument("--clients", nargs="+", default=CLIENTS, choices=CLIENTS)
         ap.add_argument("--before", default=BEFORE)
+        ap.add_argument("--speed", action="store_true", help="liquid count=N wall time, now vs --before")
+        ap.add_argument("--speed-counts", type=int, nargs="+", default=[1000, 20_000])
+        ap.add_argument("--latencies", type=float, nargs="+", default=[0.03, 0.15, 0.3])
+        ap.add_argument("--runs", type=int, default=3)
 
-    return cli(__doc__, options, lambda a, log: bench(a.days, a.counts, a.clients, a.before, log=log), table)
+    def run(a: Any, log: Callable[[str], None]) -> dict[str, Any]:
+        if a.speed:
+            return speed(a.latencies, a.speed_counts, a.runs, ["now", "before"], a.before, log=log)
+        return bench(a.days, a.counts, a.clients, a.before, log=log)
+
+    return cli(__doc__, options, run, lambda r: speed_table(r) if r.get("speed") else table(r))
 
 
 if __name__ == "__main__":

@@ -84,6 +84,15 @@ def test_benchmark_sections_run_and_render() -> None:
         assert heading in text
 
 
+def test_liquid_speed_mode_runs_and_renders() -> None:
+    # issue 13.2's wall-time check: this checkout only (the "before" build needs the repository's history)
+    out = bench_requests.speed([0.0], [400], 1, ["now"], log=quiet)
+    (cell,) = out["cells"]
+    run = cell["runs"][0]["now"]
+    assert run["first_rows"] == run["warm_rows"] == 400 and cell["now_429s"] == 0, cell
+    assert "| 0 ms | 400 |" in bench_requests.speed_table(out)
+
+
 @pytest.mark.parametrize("module", [bench_compare, bench_rate, bench_snapshots, bench_micro, bench_sim_cold, bench_requests,
                                     bench_firstcall, bench_budget_processes, bench_backfill, bench_live, bench_record, run_all])
 def test_scripts_have_a_main(module: object) -> None:

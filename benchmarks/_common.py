@@ -83,7 +83,7 @@ def mdcoord_diagnostics(base_url: str, group: str) -> dict[str, Any]:
     try:
         from mdcoord._groups import Group
 
-        limiter = get_runtime()._clients[base_url].pacing.limiter(Group(group))
+        limiter = get_runtime()._clients[(base_url, None)].pacing.limiter(Group(group))
         out["margin_s"] = round(limiter.margin, 3)
         out["extra_margin_s"] = round(limiter.extra_margin, 3)
     except (AttributeError, KeyError):  # internals moved: the figures are extras, not the benchmark

@@ -64,6 +64,9 @@ def bench(duration: float, speed: float, every: float, log: Any = print) -> dict
                 log(f"  t={samples[-1][0]:6.0f} s  RSS {rss:7.1f} MB  on disk {samples[-1][2] / 2**20:7.1f} MB")
         out, err = proc.communicate()
         on_disk = _bytes(Path(tmp))
+        days = [d for d in Path(tmp).glob("*/trades/market=*/date=*") if d.is_dir()]
+        per_day = [len(list(d.glob("part*.parquet"))) for d in days]
+        book_files = len(list(Path(tmp).glob("*/orderbooks/date=*/part*.parquet")))
     steady = [(t, r) for t, r, _ in samples if t >= WARMUP_S] or [(t, r) for t, r, _ in samples]
     ts, rs = np.array([t for t, _ in steady]), np.array([r for _, r in steady])
     slope = float(np.polyfit(ts / 60, rs, 1)[0]) if len(ts) > 1 else 0.0
@@ -76,6 +79,9 @@ def bench(duration: float, speed: float, every: float, log: Any = print) -> dict
         "rss_mb_max": round(max(r for _, r, _ in samples), 1) if samples else None,
         "rss_slope_mb_per_min": round(slope, 2),
         "on_disk_mb": round(on_disk / 2**20, 1),
+        # a part per flush, merged 16 to 1 as they accumulate: files a recorded market-day holds at the end
+        "trade_files": sum(per_day), "trade_days": len(per_day), "trade_files_max_per_day": max(per_day, default=0),
+        "book_files": book_files,
         "samples": [(round(t, 1), round(r, 1), b) for t, r, b in samples],
     }
 
@@ -83,9 +89,11 @@ def bench(duration: float, speed: float, every: float, log: Any = print) -> dict
 def table(res: dict[str, Any]) -> str:
     rows = [[f"{res['duration_s']:.0f} s at x{res['speed']:g} ({res['exchange_hours']} h of the market)",
              res["rss_mb_after_warmup"], res["rss_mb_middle"], res["rss_mb_end"], res["rss_mb_max"],
-             res["rss_slope_mb_per_min"], res["on_disk_mb"]]]
+             res["rss_slope_mb_per_min"], res["on_disk_mb"],
+             f"{res['trade_files']} ({res['trade_days']} market-days, at most {res['trade_files_max_per_day']} in one)",
+             res["book_files"]]]
     return md_table(["run", "RSS after 1 min (MB)", "RSS middle", "RSS end", "RSS max", "slope (MB/min)",
-                     "written (MB)"], rows) + f"\n\n{res['summary']}"
+                     "written (MB)", "trade files at the end", "book files"], rows) + f"\n\n{res['summary']}"
 
 
 def main() -> int:

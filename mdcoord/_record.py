@@ -183,7 +183,8 @@ class _Recorder:
         empty = trades_to_frame([])  # a market whose span grew without a trade: coverage, no rows
         for market in set(by_market) | set(self.proven):
             proven = self.proven.pop(market, [])
-            self.trades.append(str(market), by_market.get(market, empty), proven)
+            for day in self.trades.append(str(market), by_market.get(market, empty), proven):
+                self.trades.compact(str(market), day)  # a part per flush would be 17,280 files a day
             cov = self.covered.setdefault(str(market), Coverage())
             for a, b in proven:
                 cov.add(a, b)

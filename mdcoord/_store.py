@@ -28,8 +28,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,7 @@ from filelock import FileLock
 
 from ._config import source_name
 from ._exceptions import InvalidRequestError
-from ._frames import canonical_candles
+from ._frames import canonical_candles, trades_to_frame
 from ._coverage import Coverage
 from ._codes import normalize_market
 from ._timeframe import Timeframe
@@ -96,6 +98,12 @@ def read_partition(path: Path) -> tuple[pa.Table, list[tuple[int, int]]] | None:
         return None
     try:
         table = pq.read_table(path)
+    except FileNotFoundError:  # gone since it was listed: a compaction merged it into another
+        return None
+    except Exception as exc:  # noqa: BLE001 - a bad file is a cache miss, never an error
+        log.warning("ignoring unreadable cache file %s (%s); it will be refetched", path, exc)
+        return None
+    try:
         meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
         coverage = [(int(a), int(b)) for a, b in meta["coverage"]] if meta.get("version") == _FORMAT_VERSION else None
     except Exception as exc:  # noqa: BLE001 - a bad file is a cache miss, never an error
@@ -107,13 +115,16 @@ def read_partition(path: Path) -> tuple[pa.Table, list[tuple[int, int]]] | None:
     return table.replace_schema_metadata(None), coverage
 
 
-def read_range(paths: list[Path], lo: int, hi: int) -> tuple[pa.Table | None, Coverage]:
-    """The rows of several partitions (None if none has any) and their coverage clipped to [lo, hi)."""
+def read_range(paths: list[Path], lo: int, hi: int, read: list[Path] | None = None) -> tuple[pa.Table | None, Coverage]:
+    """The rows of several partitions (None if none has any) and their coverage clipped to [lo, hi);
+    the paths that could be read are appended to ``read`` when given."""
     frames, coverage = [], Coverage()
     for path in paths:
         got = read_partition(path)
         if got is None:
             continue
+        if read is not None:
+            read.append(path)
         table, cov = got
         for a, b in cov:
             coverage.add(max(a, lo), min(b, hi))
@@ -213,6 +224,11 @@ def check_cache_dir(value: object) -> Path:
 
 
 _DAY_MS = 86_400_000
+#: A recording's append-only trade parts: ``part-<first ms>-<id>`` (level 0, one flush) and
+#: ``part-<first ms>-L<level>-<id>`` (``COMPACT_FANOUT`` parts of the level below, merged).
+_PART_NAME = re.compile(r"^part-(?P<first>\d+)-(?:L(?P<level>\d+)-)?[0-9a-f]{8}\.parquet$")
+COMPACT_FANOUT = 16
+_COMPACT_LOCK = ".compact.lock"
 
 
 class TradeStore:
@@ -220,7 +236,12 @@ class TradeStore:
     calls merge into) and any number of append-only ``part-<first ms>-<id>.parquet`` (what a
     recording adds each flush, so a flush costs what it writes, not the day so far), in
     ``<root>/<source>/trades/market=KRW-BTC/date=2026-11-19/``; each file carries its coverage in
-    epoch ms. Reading takes the union of the coverage and each ``sequential_id`` once."""
+    epoch ms. Reading takes the union of the coverage and each ``sequential_id`` once.
+
+    Parts are compacted as they accumulate (:meth:`compact`, called by the recorder after each
+    flush): ``fanout`` parts of one level become one part of the next (``part-<first ms>-L<level>-
+    <id>.parquet``), so a day holds at most ``levels x (fanout - 1)`` parts (~50 at 5 s flushes)
+    instead of one per flush, and each trade is rewritten once per level (3 times a day)."""
 
     def __init__(self, root: str | os.PathLike[str], source: str) -> None:
         self.root = Path(root)
@@ -243,7 +264,20 @@ class TradeStore:
     def load(self, market: str, lo: int, hi: int) -> tuple[pd.DataFrame | None, Coverage]:
         """Cached trades with ``lo <= time < hi`` (ms; flat frame with ``market``) and coverage."""
         days = range(lo // _DAY_MS, (hi - 1) // _DAY_MS + 1) if hi > lo else range(0)
-        table, coverage = read_range([p for day in days for p in self._files(market, day)], lo, hi)
+        for _ in range(3):
+            files = [p for day in days for p in self._files(market, day)]
+            table, coverage = read_range(files, lo, hi)
+            if all(p.exists() for p in files):
+                break
+            # a compaction merged some of them while they were read: read the new listing
+        else:  # compactions keep overtaking this reader: read while none runs
+            with ExitStack() as held:
+                for day in days:  # in order; a compaction holds one day's lock at a time
+                    folder = self._dir(market, day)
+                    if folder.is_dir():
+                        held.enter_context(FileLock(str(folder / _COMPACT_LOCK)))
+                files = [p for day in days for p in self._files(market, day)]
+                table, coverage = read_range(files, lo, hi)
         if table is None:
             return None, coverage
         df = table.to_pandas()
@@ -272,25 +306,101 @@ class TradeStore:
         for day, rows, pieces in self._by_day(frame, proven):
             merge_write(self._path(market, day), rows, pieces, ["sequential_id"], ["time", "sequential_id"])
 
-    def append(self, market: str, frame: pd.DataFrame, proven: list[tuple[int, int]]) -> None:
+    def append(self, market: str, frame: pd.DataFrame, proven: list[tuple[int, int]]) -> list[int]:
         """Add trades and proven ranges as new parts (one per day), each written to a hidden
-        temporary name and renamed into place: nothing existing is read or rewritten."""
+        temporary name and renamed into place: nothing existing is read or rewritten. Returns
+        the days written."""
         if not proven and frame.empty:
-            return
+            return []
+        days = []
         for day, rows, pieces in self._by_day(frame, proven):
-            folder = self._dir(market, day)
-            folder.mkdir(parents=True, exist_ok=True)
             first = min([a for a, _ in pieces] or [day * _DAY_MS])
-            name = f"part-{first}-{uuid.uuid4().hex[:8]}.parquet"
-            clean = rows.sort_values(["time", "sequential_id"], kind="stable").reset_index(drop=True)
-            clean.attrs = {}  # a stream's metadata is not the file's
-            table = pa.Table.from_pandas(clean, preserve_index=False)
-            meta = {"version": _FORMAT_VERSION, "coverage": [[a, b] for a, b in pieces]}
-            table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
-            tmp = folder / f".{name}.{os.getpid()}.tmp"
+            self._write_part(self._dir(market, day), f"part-{first}-{uuid.uuid4().hex[:8]}.parquet", rows, pieces)
+            days.append(day)
+        return days
+
+    @staticmethod
+    def _write_part(folder: Path, name: str, rows: pd.DataFrame, coverage: list[tuple[int, int]]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        clean = rows.sort_values(["time", "sequential_id"], kind="stable").reset_index(drop=True)
+        clean.attrs = {}  # a stream's metadata is not the file's
+        table = pa.Table.from_pandas(clean, preserve_index=False)
+        meta = {"version": _FORMAT_VERSION, "coverage": [[a, b] for a, b in coverage]}
+        table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, folder / name)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _parts(self, market: str, day: int) -> dict[int, list[tuple[int, Path]]]:
+        """The append-only parts of a day by level: ``{level: [(first ms, path), ...]}``."""
+        folder = self._dir(market, day)
+        out: dict[int, list[tuple[int, Path]]] = {}
+        if folder.is_dir():
+            for path in folder.iterdir():
+                m = _PART_NAME.match(path.name)
+                if m:
+                    out.setdefault(int(m["level"] or 0), []).append((int(m["first"]), path))
+        return out
+
+    def compact(self, market: str, day: int, *, fanout: int = COMPACT_FANOUT, full: bool = False) -> int:
+        """Merge a day's append-only parts; returns how many files fewer the day has.
+
+        Tiered: while ``fanout`` or more parts share a level, they become one part of the next
+        level (all of that level, oldest first). ``full=True`` merges every part into the day's
+        ``part.parquet`` (under the lock REST's writes take). Each merged file is written to a
+        hidden temporary name and renamed into place *before* its inputs are removed, so a kill
+        at any point loses nothing: at worst some trades are in two files until the next
+        compaction, and readers take each ``sequential_id`` once and the union of the coverage.
+        One compaction per day folder at a time (a lock file); readers need no lock."""
+        if fanout < 2:
+            raise InvalidRequestError(f"fanout must be >= 2, got {fanout!r}")
+        folder = self._dir(market, day)
+        if not folder.is_dir():
+            return 0
+        bounds = (day * _DAY_MS, (day + 1) * _DAY_MS)
+        fewer = 0
+        with FileLock(str(folder / _COMPACT_LOCK)):
+            if full:
+                inputs = [p for parts in self._parts(market, day).values() for _, p in parts]
+                frame, coverage, read = self._merge(inputs, bounds)
+                if read:
+                    existed = self._path(market, day).exists()
+                    merge_write(self._path(market, day), frame, list(coverage), ["sequential_id"], ["time", "sequential_id"])
+                    fewer += self._remove(read) - (0 if existed else 1)
+                return fewer
+            while True:
+                parts = self._parts(market, day)
+                level = min((lv for lv, ps in parts.items() if len(ps) >= fanout), default=None)
+                if level is None:
+                    return fewer
+                inputs = sorted(parts[level])
+                frame, coverage, read = self._merge([p for _, p in inputs], bounds)
+                if len(read) < 2:  # unreadable parts stay where they are; nothing to merge
+                    return fewer
+                name = f"part-{inputs[0][0]}-L{level + 1}-{uuid.uuid4().hex[:8]}.parquet"
+                self._write_part(folder, name, frame, list(coverage))
+                fewer += self._remove(read) - 1
+
+    @staticmethod
+    def _merge(paths: list[Path], bounds: tuple[int, int]) -> tuple[pd.DataFrame, Coverage, list[Path]]:
+        """The rows (each ``sequential_id`` once) and coverage of ``paths``, and which were read."""
+        read: list[Path] = []
+        table, coverage = read_range(paths, *bounds, read=read)
+        if table is None:  # coverage only: keep the trade schema
+            return trades_to_frame([]).drop(columns="market"), coverage, read
+        return table.to_pandas().drop_duplicates(subset=["sequential_id"], keep="last"), coverage, read
+
+    @staticmethod
+    def _remove(paths: list[Path]) -> int:
+        removed = 0
+        for path in paths:
             try:
-                pq.write_table(table, tmp)
-                os.replace(tmp, folder / name)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed

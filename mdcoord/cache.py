@@ -3,6 +3,7 @@
 >>> mdcoord.cache.directory()          # $MDCOORD_CACHE_DIR or the OS user cache dir
 >>> mdcoord.cache.info()               # one row per market and timeframe
 >>> mdcoord.cache.clear(market="KRW-BTC", timeframe="1m")
+>>> mdcoord.cache.compact()            # a recording's trade parts: one file per market and day
 
 Layout (Hive-style; read it with pyarrow, pandas, DuckDB, Polars, Dask...)::
 
@@ -24,9 +25,10 @@ import pyarrow.parquet as pq
 
 from ._config import get_options, resolve_cache_dir
 from ._codes import normalize_market
+from ._store import TradeStore
 from ._timeframe import Timeframe
 
-__all__ = ["clear", "directory", "info"]
+__all__ = ["clear", "compact", "directory", "info"]
 
 
 def directory(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -101,3 +103,28 @@ def clear(
         shutil.rmtree(path.parent, ignore_errors=True)  # the partition: file, lock, stray temp files
         removed += 1
     return removed
+
+
+def compact(
+    market: str | None = None,
+    *,
+    source: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> int:
+    """Merge the trade parts a recording wrote (``mdcoord.record``) into one file per market and
+    UTC day, the day's ``part.parquet``; returns how many files fewer the cache holds.
+
+    A running recorder keeps each day to a few dozen parts by itself (tiered compaction after
+    each flush); this merges the rest, for instance before copying a finished recording
+    elsewhere. Safe beside a running recorder and readers: each merged file is complete before
+    its inputs are removed, and readers take each trade once."""
+    root = directory(cache_dir)
+    code = normalize_market(market) if market is not None else None
+    fewer = 0
+    for folder in sorted(root.glob("*/trades/market=*/date=*")):
+        src, m = folder.parents[2].name, folder.parent.name.split("=", 1)[1]
+        if (code and m != code) or (source and src != source) or not folder.is_dir():
+            continue
+        day = pd.Timestamp(folder.name.split("=", 1)[1]).value // 86_400_000_000_000
+        fewer += TradeStore(root, src).compact(m, day, full=True)
+    return fewer

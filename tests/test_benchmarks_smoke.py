@@ -4,6 +4,7 @@ asserts on a timing: benchmarks are run by hand (``python -m benchmarks``), neve
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 
@@ -77,6 +78,9 @@ def test_benchmark_sections_run_and_render() -> None:
     assert report["results"]["live"]["latency"]["rows"] > 0
     rec = report["results"]["record"]
     assert rec["exit_code"] == 0 and rec["samples"] and "recorded" in rec["summary"], rec
+    recorded = int(re.search(r"recorded ([\d,]+) trades", rec["summary"])[1].replace(",", ""))  # type: ignore[index]
+    # files are counted per recorded market-day (how many trades arrive in 4 s depends on the machine)
+    assert (rec["trade_days"] > 0) == (recorded > 0) and rec["trade_files"] >= rec["trade_days"], rec
     text = run_all.markdown(report)
     for heading in ("mdcoord vs pyupbit vs ccxt", "Rate-limit efficiency", "Tickers, orderbooks", "Micro-benchmarks",
                     "The embedded exchange, cold", "The first call of a process", "Many processes, one machine budget",

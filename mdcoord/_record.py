@@ -16,20 +16,21 @@ Parquet cache as it happens.
   (``<cache>/<source>/orderbooks/date=D/part-<first>-<id>.parquet``: ``market``, ``level``, the
   columns of ``orderbooks()`` and ``snapshot_at``).
 
-Crash safety: every file is written to a hidden temporary name and renamed into place, and none
-is rewritten, so a SIGKILL loses at most what arrived
-since the last flush and never leaves a half-written file where a reader looks. Memory is what
-arrives in one flush interval, whatever the duration.
+After each flush the parts are merged as they accumulate (16 of a level into one of the next:
+``TradeStore.compact``, ``BookStore.compact``), so a recorded day is tens of files, not one per
+flush. Crash safety: every file is written to a hidden temporary name and renamed into place
+(a merge: before its inputs go, or by swapping the whole day's folder), so a SIGKILL loses at most
+what arrived since the last flush and never leaves a half-written file where a reader looks.
+Memory is what arrives in one flush interval, whatever the duration.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
+import logging
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,8 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ._codes import normalize_market
 from ._coverage import Coverage
@@ -47,7 +46,9 @@ from ._exceptions import InvalidRequestError
 from ._live import astream
 from ._runtime import get_runtime
 from ._frames import trades_to_frame
-from ._store import TradeStore
+from ._store import BookStore, TradeStore
+
+log = logging.getLogger("mdcoord")
 
 __all__ = ["RecordSummary", "arecord", "record"]
 
@@ -90,6 +91,7 @@ class _Recorder:
     def __init__(self, markets: tuple[str, ...], root: Path, source: str, book_interval: float) -> None:
         self.root, self.source, self.book_interval = root, source, book_interval
         self.trades = TradeStore(root, source)
+        self.book_store = BookStore(root, source)
         self.incoming: list[pd.DataFrame] = []  # trade frames whose spans are not counted yet
         self.settled: list[pd.DataFrame] = []  # trade rows to write with the next flush
         self.spans: dict[str, _Span] = {}
@@ -184,7 +186,7 @@ class _Recorder:
         for market in set(by_market) | set(self.proven):
             proven = self.proven.pop(market, [])
             for day in self.trades.append(str(market), by_market.get(market, empty), proven):
-                self.trades.compact(str(market), day)  # a part per flush would be 17,280 files a day
+                self._compact(self.trades.compact, str(market), day)  # a part a flush: 17,280 files a day
             cov = self.covered.setdefault(str(market), Coverage())
             for a, b in proven:
                 cov.add(a, b)
@@ -196,18 +198,20 @@ class _Recorder:
 
     def _write_books(self, books: pd.DataFrame) -> None:
         """One append-only part per flush and UTC day, every market in it (a part per market would
-        be hundreds of files a flush for a quote currency)."""
-        day = books["snapshot_at"].dt.floor("D")
-        for date, part in books.groupby(day, sort=False):
-            folder = self.root / self.source / "orderbooks" / f"date={pd.Timestamp(date).strftime('%Y-%m-%d')}"
-            folder.mkdir(parents=True, exist_ok=True)
-            first = int(part["snapshot_at"].min().value // 1_000_000)
-            name = f"part-{first}-{uuid.uuid4().hex[:8]}.parquet"
-            tmp = folder / f".{name}.tmp"
-            part = part.assign(market=part["market"].map(normalize_market)).reset_index(drop=True)
-            pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp)
-            os.replace(tmp, folder / name)
-            self.summary.book_snapshots += int(part.groupby("market")["snapshot_at"].nunique().sum())
+        be hundreds of files a flush for a quote currency), merged as they accumulate."""
+        books = books.assign(market=books["market"].map(normalize_market))
+        for date in self.book_store.append(books):
+            self._compact(self.book_store.compact, date)
+        self.summary.book_snapshots += int(books.groupby("market")["snapshot_at"].nunique().sum())
+
+    @staticmethod
+    def _compact(compact: Any, *args: Any) -> None:
+        """Merging parts is housekeeping: a failure (a full disk, say) is logged, the recording goes
+        on, and every part stays readable as it is."""
+        try:
+            compact(*args)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("could not merge recorded parts %s: %s", args, exc)
 
 
 def _iso(ms: int) -> str:

@@ -25,10 +25,14 @@ before they become paths.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import logging
 import os
 import re
+import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -48,7 +52,7 @@ from ._coverage import Coverage
 from ._codes import normalize_market
 from ._timeframe import Timeframe
 
-__all__ = ["CandleStore", "TradeStore", "merge_write", "read_partition", "source_name"]
+__all__ = ["BookStore", "CandleStore", "TradeStore", "merge_write", "read_partition", "source_name"]
 
 log = logging.getLogger("mdcoord")
 
@@ -155,14 +159,7 @@ def merge_write(
         frame = frame.drop_duplicates(subset=unique, keep="last").sort_values(order, kind="stable")
         table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
         meta = {"version": _FORMAT_VERSION, "coverage": [[a, b] for a, b in coverage]}
-        table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
-        tmp = path.with_name(f".{_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        _write_whole(table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()}), path)
 
 
 class CandleStore:
@@ -267,7 +264,7 @@ class TradeStore:
         for _ in range(3):
             files = [p for day in days for p in self._files(market, day)]
             table, coverage = read_range(files, lo, hi)
-            if all(p.exists() for p in files):
+            if files == [p for day in days for p in self._files(market, day)]:
                 break
             # a compaction merged some of them while they were read: read the new listing
         else:  # compactions keep overtaking this reader: read while none runs
@@ -326,31 +323,16 @@ class TradeStore:
         clean.attrs = {}  # a stream's metadata is not the file's
         table = pa.Table.from_pandas(clean, preserve_index=False)
         meta = {"version": _FORMAT_VERSION, "coverage": [[a, b] for a, b in coverage]}
-        table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
-        tmp = folder / f".{name}.{os.getpid()}.tmp"
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, folder / name)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        _write_whole(table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()}), folder / name)
 
     def _parts(self, market: str, day: int) -> dict[int, list[tuple[int, Path]]]:
-        """The append-only parts of a day by level: ``{level: [(first ms, path), ...]}``."""
-        folder = self._dir(market, day)
-        out: dict[int, list[tuple[int, Path]]] = {}
-        if folder.is_dir():
-            for path in folder.iterdir():
-                m = _PART_NAME.match(path.name)
-                if m:
-                    out.setdefault(int(m["level"] or 0), []).append((int(m["first"]), path))
-        return out
+        return _parts_by_level(self._dir(market, day))
 
     def compact(self, market: str, day: int, *, fanout: int = COMPACT_FANOUT, full: bool = False) -> int:
         """Merge a day's append-only parts; returns how many files fewer the day has.
 
-        Tiered: while ``fanout`` or more parts share a level, they become one part of the next
-        level (all of that level, oldest first). ``full=True`` merges every part into the day's
+        Tiered: while ``fanout`` or more parts share a level, the oldest ``fanout`` of them become
+        one part of the next level. ``full=True`` merges every part into the day's
         ``part.parquet`` (under the lock REST's writes take). Each merged file is written to a
         hidden temporary name and renamed into place *before* its inputs are removed, so a kill
         at any point loses nothing: at worst some trades are in two files until the next
@@ -377,7 +359,7 @@ class TradeStore:
                 level = min((lv for lv, ps in parts.items() if len(ps) >= fanout), default=None)
                 if level is None:
                     return fewer
-                inputs = sorted(parts[level])
+                inputs = sorted(parts[level])[:fanout]  # the oldest
                 frame, coverage, read = self._merge([p for _, p in inputs], bounds)
                 if len(read) < 2:  # unreadable parts stay where they are; nothing to merge
                     return fewer
@@ -404,3 +386,164 @@ class TradeStore:
             except FileNotFoundError:
                 pass
         return removed
+
+
+# -- order book snapshots of a recording ---------------------------------------------------------------
+#: A merge stops growing files past this size: a day of 1-second books of every KRW market is
+#: gigabytes, so a day ends as files of up to ~this size, not one file.
+BOOK_PART_MAX_BYTES = 256 * 2**20
+#: How long a swapped-out folder of book parts stays (hidden) for readers still listing it.
+READER_GRACE_S = 60.0
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange_dirs(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``): a reader sees the
+    one set of files or the other, never a mix. False where the system or file system cannot."""
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform.startswith("linux") else None
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):  # unsupported: say nothing
+        log.warning("could not swap %s with %s (%s); its parts stay as they are", a, b, os.strerror(err))
+    return False
+
+
+class BookStore:
+    """Order book snapshots a recording keeps, for readers such as pandas and pyarrow that read
+    the files directly: ``<root>/<source>/orderbooks/date=D/part-<first ms>-[L<n>-]<id>.parquet``,
+    every market in each part.
+
+    A flush adds a part (hidden temporary name, renamed into place). :meth:`compact` merges
+    ``fanout`` parts of a level into one of the next (streamed, batch by batch; not past
+    ``BOOK_PART_MAX_BYTES``) in a new hidden folder holding the merged part and links to every
+    other part, then swaps that folder with the day's in one step: a reader sees the old set of
+    files or the new one, never a snapshot twice or none. (A reader that listed the old set and
+    opens a file after the swap gets ``FileNotFoundError``: loud, and reading again works.) The
+    swapped-out folder stays, hidden, for ``READER_GRACE_S`` (a reader may still be listing it),
+    then a later compaction sweeps it, with whatever a killed merge left. Writes and compactions of
+    a day take its lock file. Where directories cannot be swapped atomically (not Linux, or a
+    file system without ``RENAME_EXCHANGE``), nothing is merged."""
+
+    def __init__(self, root: str | os.PathLike[str], source: str) -> None:
+        self.base = Path(root) / source / "orderbooks"
+
+    def _dir(self, date: str) -> Path:
+        return self.base / f"date={date}"
+
+    def _lock(self, date: str) -> FileLock:
+        self.base.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.base / f".date={date}.lock"))
+
+    def append(self, books: pd.DataFrame) -> list[str]:
+        """Write snapshots (``snapshot_at`` and the book columns, every market) as one new part per
+        UTC day; returns the dates written."""
+        dates = []
+        for day, part in books.groupby(books["snapshot_at"].dt.floor("D"), sort=True):
+            date = pd.Timestamp(day).strftime("%Y-%m-%d")
+            first = int(part["snapshot_at"].min().value // 1_000_000)
+            name = f"part-{first}-{uuid.uuid4().hex[:8]}.parquet"
+            table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
+            with self._lock(date):
+                self._dir(date).mkdir(parents=True, exist_ok=True)
+                _write_whole(table, self._dir(date) / name)
+            dates.append(date)
+        return dates
+
+    def dates(self) -> list[str]:
+        return sorted(p.name.split("=", 1)[1] for p in self.base.glob("date=*") if p.is_dir())
+
+    def sweep(self, grace: float = READER_GRACE_S) -> None:
+        """Remove the hidden folders that merges swapped out (the old sets of files, and what a
+        killed merge left) once ``grace`` seconds old. Not at once: a reader that began listing a
+        day's folder just before a swap is still listing the old one, and must find every name
+        (the names a swap moved then fail to open: loud); emptying it under the reader would hand
+        it a listing with files silently missing."""
+        swapped = list(self.base.glob(".date=*.swap"))
+        if not swapped:
+            return
+        clock = self.base / ".sweep"  # ages in the file system's own clock (a network share's too)
+        clock.touch()
+        now = clock.stat().st_mtime
+        for old in swapped:
+            try:
+                if now - old.stat().st_mtime >= grace:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:  # another process swept it
+                pass
+
+    def compact(self, date: str, *, fanout: int = COMPACT_FANOUT, max_bytes: int = BOOK_PART_MAX_BYTES,
+                grace: float = READER_GRACE_S) -> int:
+        """Merge a day's parts (tiered, as above); returns how many files fewer the day has."""
+        if fanout < 2:
+            raise InvalidRequestError(f"fanout must be >= 2, got {fanout!r}")
+        self.sweep(grace)
+        folder = self._dir(date)
+        if not folder.is_dir():
+            return 0
+        fewer = 0
+        with self._lock(date):
+            while True:
+                levels = _parts_by_level(folder)
+                ready = [lv for lv, ps in levels.items()
+                         if len(ps) >= fanout and sum(p.stat().st_size for _, p in sorted(ps)[:fanout]) <= max_bytes]
+                if not ready:
+                    return fewer
+                level = min(ready)
+                inputs = sorted(levels[level])[:fanout]  # the oldest
+                swap = self.base / f".date={date}.{uuid.uuid4().hex[:8]}.swap"
+                swap.mkdir()
+                swapped = False
+                try:
+                    merged = {p for _, p in inputs}
+                    for path in folder.iterdir():
+                        if path.is_file() and not path.name.startswith(".") and path not in merged:
+                            os.link(path, swap / path.name)
+                    _concat_parquet([p for _, p in inputs], swap / f"part-{inputs[0][0]}-L{level + 1}-{uuid.uuid4().hex[:8]}.parquet")
+                    swapped = _exchange_dirs(swap, folder)
+                finally:
+                    if not swapped:  # never seen by a reader: gone at once
+                        shutil.rmtree(swap, ignore_errors=True)
+                if not swapped:
+                    return fewer
+                os.utime(swap)  # now the old set: swept after the grace period
+                fewer += len(inputs) - 1
+
+
+def _write_whole(table: pa.Table, path: Path) -> None:
+    """``table`` at ``path``, complete or not at all: a hidden temporary name, then a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _parts_by_level(folder: Path) -> dict[int, list[tuple[int, Path]]]:
+    """A folder's append-only parts by level: ``{level: [(first ms, path), ...]}``."""
+    out: dict[int, list[tuple[int, Path]]] = {}
+    if folder.is_dir():
+        for path in folder.iterdir():
+            m = _PART_NAME.match(path.name)
+            if m:
+                out.setdefault(int(m["level"] or 0), []).append((int(m["first"]), path))
+    return out
+
+
+def _concat_parquet(paths: list[Path], out: Path) -> None:
+    """``paths`` one after the other into ``out``, a batch at a time (memory: one batch)."""
+    writer: pq.ParquetWriter | None = None
+    try:
+        for path in paths:
+            source = pq.ParquetFile(path)
+            for batch in source.iter_batches():
+                if writer is None:
+                    writer = pq.ParquetWriter(out, source.schema_arrow)
+                writer.write_batch(batch)
+    finally:
+        if writer is not None:
+            writer.close()

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from ._config import get_options, resolve_cache_dir
 from ._codes import normalize_market
-from ._store import TradeStore
+from ._store import BookStore, TradeStore
 from ._timeframe import Timeframe
 
 __all__ = ["clear", "compact", "directory", "info"]
@@ -111,16 +111,25 @@ def compact(
     source: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> int:
-    """Merge the trade parts a recording wrote (``mdcoord.record``) into one file per market and
-    UTC day, the day's ``part.parquet``; returns how many files fewer the cache holds.
+    """Merge the parts a recording wrote (``mdcoord.record``): trades into one file per market
+    and UTC day, the day's ``part.parquet``; order book snapshots (when no ``market`` is given: a
+    book part holds every market) as far as the tiered merge goes. Returns how many files fewer
+    the cache holds.
 
     A running recorder keeps each day to a few dozen parts by itself (tiered compaction after
     each flush); this merges the rest, for instance before copying a finished recording
-    elsewhere. Safe beside a running recorder and readers: each merged file is complete before
-    its inputs are removed, and readers take each trade once."""
+    elsewhere. Safe beside a running recorder and readers: each merged trade file is complete
+    before its inputs are removed, and readers take each trade once; a day of books changes by
+    swapping its folder in one step."""
     root = directory(cache_dir)
     code = normalize_market(market) if market is not None else None
     fewer = 0
+    if code is None:
+        for books in sorted(p for p in root.glob("*/orderbooks") if p.is_dir()):
+            if source and books.parent.name != source:
+                continue
+            store = BookStore(root, books.parent.name)
+            fewer += sum(store.compact(date) for date in store.dates())
     for folder in sorted(root.glob("*/trades/market=*/date=*")):
         src, m = folder.parents[2].name, folder.parent.name.split("=", 1)[1]
         if (code and m != code) or (source and src != source) or not folder.is_dir():

@@ -539,11 +539,11 @@ def _concat_parquet(paths: list[Path], out: Path) -> None:
     writer: pq.ParquetWriter | None = None
     try:
         for path in paths:
-            source = pq.ParquetFile(path)
-            for batch in source.iter_batches():
-                if writer is None:
-                    writer = pq.ParquetWriter(out, source.schema_arrow)
-                writer.write_batch(batch)
+            with pq.ParquetFile(path) as source:
+                for batch in source.iter_batches():
+                    if writer is None:
+                        writer = pq.ParquetWriter(out, source.schema_arrow)
+                    writer.write_batch(batch)
     finally:
         if writer is not None:
             writer.close()

@@ -44,6 +44,7 @@ is still known: no head). Medians of ``--runs``; now ÷ before taken within each
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -51,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,12 +113,8 @@ def before_client(checkout: Path) -> Callable[..., pd.DataFrame]:
             out = Path(tmp) / "frame.parquet"
             args = {"market": market, "base_url": ex.base_url, "count": count, "out": str(out),
                     "start": None if start is None else start.isoformat(), "end": None if end is None else end.isoformat()}
-            env = {**os.environ, "PYTHONPATH": str(checkout)}
-            done = subprocess.run([sys.executable, "-c", _BEFORE_SCRIPT, json.dumps(args)], env=env, cwd=tmp,
-                                  capture_output=True, text=True, timeout=600)
-            if done.returncode != 0:
-                raise RuntimeError(done.stderr[-2000:])
-            assert done.stdout.strip().startswith(str(checkout)), done.stdout  # the old mdcoord ran
+            stdout = run_with(checkout, _BEFORE_SCRIPT, args, tmp)
+            assert stdout.strip().startswith(str(checkout)), stdout  # the old mdcoord ran
             return pd.read_parquet(out)
 
     return run
@@ -197,18 +194,37 @@ def one_cell(client: str, run: Callable[..., pd.DataFrame], market: str, shape: 
                 "bound": bound, "within_bound": requests <= bound, "429s": ex.count(status=429), "error": error}
 
 
+@contextlib.contextmanager
+def checkout_of(rev: str | None) -> Iterator[Path | None]:
+    """A ``git worktree`` of ``rev`` in a temporary directory, removed after (None: no checkout)."""
+    if rev is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="mdcoord-before-") as tmp:
+        path = Path(tmp) / "src"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev], check=True, capture_output=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], capture_output=True)
+
+
+def run_with(checkout: Path, script: str, args: dict[str, Any], cwd: str) -> str:
+    """``python -c script json(args)`` with ``checkout``'s mdcoord first on the path; its stdout."""
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(args)], env={**os.environ, "PYTHONPATH": str(checkout)},
+                          cwd=cwd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return done.stdout
+
+
 def bench(days: int, counts: list[int], clients: list[str], before: str = BEFORE, *,
           log: Callable[[str], None] = print) -> dict[str, Any]:
     markets = pick_markets()
     shapes = [("range", days)] + [("count", c) for c in counts]
-    checkout: tempfile.TemporaryDirectory[str] | None = None
     funcs: dict[str, Callable[..., pd.DataFrame]] = {"mdcoord": run_mdcoord, "pyupbit": run_pyupbit, "ccxt": run_ccxt}
-    try:
-        if "mdcoord-before" in clients:
-            checkout = tempfile.TemporaryDirectory(prefix="mdcoord-before-")
-            path = Path(checkout.name) / "src"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), before],
-                           check=True, capture_output=True)
+    with checkout_of(before if "mdcoord-before" in clients else None) as path:
+        if path is not None:
             funcs["mdcoord-before"] = before_client(path)
         cells: dict[str, Any] = {}
         for label, market in markets.items():
@@ -221,11 +237,6 @@ def bench(days: int, counts: list[int], clients: list[str], before: str = BEFORE
                     log(f"  {key:40s} {client:15s} {res['requests']:5d} requests  {res['rows']:6d} rows  "
                         f"exact={res['exact']}  {res['wall_s']:.2f} s {res['error'] or ''}")
         return {"markets": markets, "latency_s": LATENCY, "before": before, "cells": cells}
-    finally:
-        if checkout is not None:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                            str(Path(checkout.name) / "src")], capture_output=True)
-            checkout.cleanup()
 
 
 def table(results: dict[str, Any]) -> str:
@@ -271,12 +282,7 @@ PAUSE = 1.2
 def _speed_once(checkout: Path, latency: float, count: int) -> dict[str, Any]:
     with exchange(latency, latency * 0.05) as ex:
         args = {"market": MARKET, "base_url": ex.base_url, "count": count, "pause": PAUSE}
-        done = subprocess.run([sys.executable, "-c", _SPEED_SCRIPT, json.dumps(args)],
-                              env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=tempfile.gettempdir(),
-                              capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-2000:])
-        out = json.loads(done.stdout.strip().splitlines()[-1])
+        out = json.loads(run_with(checkout, _SPEED_SCRIPT, args, tempfile.gettempdir()).strip().splitlines()[-1])
         assert out.pop("file").startswith(str(checkout)), "the wrong mdcoord ran"
         assert out["first_rows"] == out["warm_rows"] == count, out
         return {**out, "requests": ex.count(group="candles"), "429s": ex.count(status=429)}
@@ -285,14 +291,10 @@ def _speed_once(checkout: Path, latency: float, count: int) -> dict[str, Any]:
 def speed(latencies: list[float], counts: list[int], runs: int, builds: list[str], before: str = BEFORE, *,
           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Liquid ``count=N`` wall times of the first and a warm call, per build (``now``, ``before``)."""
-    checkout: tempfile.TemporaryDirectory[str] | None = None
     paths = {"now": ROOT}
-    try:
-        if "before" in builds:
-            checkout = tempfile.TemporaryDirectory(prefix="mdcoord-before-")
-            paths["before"] = Path(checkout.name) / "src"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(paths["before"]), before],
-                           check=True, capture_output=True)
+    with checkout_of(before if "before" in builds else None) as path:
+        if path is not None:
+            paths["before"] = path
         cells = []
         for latency in latencies:
             for count in counts:
@@ -314,11 +316,6 @@ def speed(latencies: list[float], counts: list[int], runs: int, builds: list[str
                         cell[f"ratio_{call}"] = median(r["now"][call] / r["before"][call] for r in cell["runs"])
                 cells.append(cell)
         return {"speed": True, "before": before, "builds": builds, "runs": runs, "market": MARKET, "cells": cells}
-    finally:
-        if checkout is not None:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(paths["before"])],
-                           capture_output=True)
-            checkout.cleanup()
 
 
 def speed_table(results: dict[str, Any]) -> str:

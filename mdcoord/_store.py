@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -102,14 +104,10 @@ def read_partition(path: Path) -> tuple[pa.Table, list[tuple[int, int]]] | None:
         return None
     try:
         table = pq.read_table(path)
-    except FileNotFoundError:  # gone since it was listed: a compaction merged it into another
-        return None
-    except Exception as exc:  # noqa: BLE001 - a bad file is a cache miss, never an error
-        log.warning("ignoring unreadable cache file %s (%s); it will be refetched", path, exc)
-        return None
-    try:
         meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
         coverage = [(int(a), int(b)) for a, b in meta["coverage"]] if meta.get("version") == _FORMAT_VERSION else None
+    except FileNotFoundError:  # gone since it was listed: a compaction merged it into another
+        return None
     except Exception as exc:  # noqa: BLE001 - a bad file is a cache miss, never an error
         log.warning("ignoring unreadable cache file %s (%s); it will be refetched", path, exc)
         return None
@@ -325,9 +323,6 @@ class TradeStore:
         meta = {"version": _FORMAT_VERSION, "coverage": [[a, b] for a, b in coverage]}
         _write_whole(table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()}), folder / name)
 
-    def _parts(self, market: str, day: int) -> dict[int, list[tuple[int, Path]]]:
-        return _parts_by_level(self._dir(market, day))
-
     def compact(self, market: str, day: int, *, fanout: int = COMPACT_FANOUT, full: bool = False) -> int:
         """Merge a day's append-only parts; returns how many files fewer the day has.
 
@@ -341,31 +336,30 @@ class TradeStore:
         if fanout < 2:
             raise InvalidRequestError(f"fanout must be >= 2, got {fanout!r}")
         folder = self._dir(market, day)
+        if not full and _next_merge(folder, fanout) is None:  # the usual flush: no lock, one listing
+            return 0
         if not folder.is_dir():
             return 0
         bounds = (day * _DAY_MS, (day + 1) * _DAY_MS)
         fewer = 0
         with FileLock(str(folder / _COMPACT_LOCK)):
             if full:
-                inputs = [p for parts in self._parts(market, day).values() for _, p in parts]
+                inputs = [p for parts in _parts_by_level(folder).values() for _, p in parts]
                 frame, coverage, read = self._merge(inputs, bounds)
                 if read:
                     existed = self._path(market, day).exists()
                     merge_write(self._path(market, day), frame, list(coverage), ["sequential_id"], ["time", "sequential_id"])
                     fewer += self._remove(read) - (0 if existed else 1)
                 return fewer
-            while True:
-                parts = self._parts(market, day)
-                level = min((lv for lv, ps in parts.items() if len(ps) >= fanout), default=None)
-                if level is None:
-                    return fewer
-                inputs = sorted(parts[level])[:fanout]  # the oldest
+            while (step := _next_merge(folder, fanout)) is not None:
+                level, inputs = step
                 frame, coverage, read = self._merge([p for _, p in inputs], bounds)
                 if len(read) < 2:  # unreadable parts stay where they are; nothing to merge
                     return fewer
                 name = f"part-{inputs[0][0]}-L{level + 1}-{uuid.uuid4().hex[:8]}.parquet"
                 self._write_part(folder, name, frame, list(coverage))
                 fewer += self._remove(read) - 1
+            return fewer
 
     @staticmethod
     def _merge(paths: list[Path], bounds: tuple[int, int]) -> tuple[pd.DataFrame, Coverage, list[Path]]:
@@ -397,10 +391,15 @@ READER_GRACE_S = 60.0
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
+@functools.cache
+def _renameat2() -> Any:
+    return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform.startswith("linux") else None
+
+
 def _exchange_dirs(a: Path, b: Path) -> bool:
     """Swap two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``): a reader sees the
     one set of files or the other, never a mix. False where the system or file system cannot."""
-    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform.startswith("linux") else None
+    fn = _renameat2()
     if fn is None:
         return False
     if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
@@ -481,18 +480,12 @@ class BookStore:
             raise InvalidRequestError(f"fanout must be >= 2, got {fanout!r}")
         self.sweep(grace)
         folder = self._dir(date)
-        if not folder.is_dir():
+        if _next_merge(folder, fanout, max_bytes) is None:  # the usual flush: no lock, one listing
             return 0
         fewer = 0
         with self._lock(date):
-            while True:
-                levels = _parts_by_level(folder)
-                ready = [lv for lv, ps in levels.items()
-                         if len(ps) >= fanout and sum(p.stat().st_size for _, p in sorted(ps)[:fanout]) <= max_bytes]
-                if not ready:
-                    return fewer
-                level = min(ready)
-                inputs = sorted(levels[level])[:fanout]  # the oldest
+            while (step := _next_merge(folder, fanout, max_bytes)) is not None:
+                level, inputs = step
                 swap = self.base / f".date={date}.{uuid.uuid4().hex[:8]}.swap"
                 swap.mkdir()
                 swapped = False
@@ -510,6 +503,7 @@ class BookStore:
                     return fewer
                 os.utime(swap)  # now the old set: swept after the grace period
                 fewer += len(inputs) - 1
+            return fewer
 
 
 def _write_whole(table: pa.Table, path: Path) -> None:
@@ -532,6 +526,16 @@ def _parts_by_level(folder: Path) -> dict[int, list[tuple[int, Path]]]:
             if m:
                 out.setdefault(int(m["level"] or 0), []).append((int(m["first"]), path))
     return out
+
+
+def _next_merge(folder: Path, fanout: int, max_bytes: int | None = None) -> tuple[int, list[tuple[int, Path]]] | None:
+    """The tiered rule, for trades and books alike: the lowest level with ``fanout`` parts (whose
+    oldest ``fanout`` weigh at most ``max_bytes``), and those parts, oldest first; None if none."""
+    for level, parts in sorted(_parts_by_level(folder).items()):
+        oldest = sorted(parts)[:fanout]
+        if len(oldest) == fanout and (max_bytes is None or sum(p.stat().st_size for _, p in oldest) <= max_bytes):
+            return level, oldest
+    return None
 
 
 def _concat_parquet(paths: list[Path], out: Path) -> None:
